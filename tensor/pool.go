@@ -1,0 +1,90 @@
+package tensor
+
+import (
+	"slices"
+	"sync"
+)
+
+// The buffer pool keeps released slices keyed by exact length, one pool per
+// element type. Training loops allocate the same shapes every step, so after
+// the first step nearly every Get is served from the pool. Each size keeps at
+// most maxPerSize free buffers, so a burst of unusual shapes cannot pin
+// memory.
+const maxPerSize = 64
+
+type bufferPool[T Float] struct {
+	sync.Mutex
+	free map[int][][]T
+}
+
+var (
+	pool32 = &bufferPool[float32]{free: map[int][][]float32{}}
+	pool64 = &bufferPool[float64]{free: map[int][][]float64{}}
+)
+
+func poolFor[T Float]() *bufferPool[T] {
+	var zero T
+	switch any(zero).(type) {
+	case float32:
+		return any(pool32).(*bufferPool[T])
+	default:
+		return any(pool64).(*bufferPool[T])
+	}
+}
+
+// Get returns a zero-filled tensor of the given shape, reusing a released
+// buffer of the same size when one is free.
+func Get[T Float](shape ...int) *Tensor[T] {
+	t := GetUninit[T](shape...)
+	clear(t.Data)
+	return t
+}
+
+// GetUninit is Get without the zeroing: the values are arbitrary. Use it
+// only for destinations a kernel overwrites completely.
+func GetUninit[T Float](shape ...int) *Tensor[T] {
+	n := Size(shape)
+	p := poolFor[T]()
+	p.Lock()
+	bufs := p.free[n]
+	var data []T
+	if k := len(bufs); k > 0 {
+		data = bufs[k-1]
+		p.free[n] = bufs[:k-1]
+	}
+	p.Unlock()
+	if data == nil {
+		data = make([]T, n)
+	}
+	return &Tensor[T]{Shape: slices.Clone(shape), Data: data}
+}
+
+// Put returns t's buffer to the pool. The caller must not use t, or any
+// tensor sharing its data, afterwards.
+func Put[T Float](t *Tensor[T]) {
+	if t == nil || len(t.Data) == 0 {
+		return
+	}
+	n := len(t.Data)
+	p := poolFor[T]()
+	p.Lock()
+	if len(p.free[n]) < maxPerSize {
+		p.free[n] = append(p.free[n], t.Data[:n:n])
+	}
+	p.Unlock()
+	t.Data = nil
+}
+
+// DrainPool drops every pooled buffer so the garbage collector can reclaim
+// them (between phases with different shapes, or in memory benchmarks).
+func DrainPool() {
+	for _, p := range []interface{ drain() }{pool32, pool64} {
+		p.drain()
+	}
+}
+
+func (p *bufferPool[T]) drain() {
+	p.Lock()
+	clear(p.free)
+	p.Unlock()
+}
