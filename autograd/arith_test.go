@@ -203,3 +203,32 @@ func TestReleaseReusesBuffers(t *testing.T) {
 		t.Fatalf("buffers are not reused across released tapes: %d distinct", len(seen))
 	}
 }
+
+func TestReductionGradients(t *testing.T) {
+	cases := []struct {
+		name   string
+		f      gradcheck.Func
+		inputs []*tensor.Tensor[float64]
+	}{
+		{"max-axis1", func(tp *Tp, x []*V) *V { return ag.Square(ag.MaxAxis(x[0], 1, false)) }, []*tensor.Tensor[float64]{gradcheck.Random(1, 2, 5, 3)}},
+		{"max-last-keep", func(tp *Tp, x []*V) *V { return ag.Mul(ag.MaxAxis(x[0], -1, true), x[0]) }, []*tensor.Tensor[float64]{gradcheck.Random(2, 3, 4)}},
+		{"variance", func(tp *Tp, x []*V) *V { return ag.Variance(x[0], []int{0, 2}, false, true) }, []*tensor.Tensor[float64]{gradcheck.Random(3, 3, 2, 4)}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			if err := gradcheck.Check(c.f, c.inputs, gradcheck.Options{}); err != nil {
+				t.Fatal(err)
+			}
+			if err := gradcheck.CheckSecond(c.f, c.inputs, gradcheck.Options{}); err != nil {
+				t.Fatalf("second order: %v", err)
+			}
+		})
+	}
+	// The value of Variance against a direct computation.
+	tp := ag.NewTape[float64]()
+	x := tensor.New[float64](4)
+	copy(x.Data, []float64{1, 2, 3, 6})
+	if v := ag.Variance(tp.Const(x), []int{0}, false, true).Value.Item(); math.Abs(v-14.0/3) > 1e-12 {
+		t.Fatalf("unbiased variance of 1,2,3,6 = %v, want 14/3", v)
+	}
+}

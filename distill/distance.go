@@ -1,0 +1,44 @@
+// Package distill is fedsim's dataset-distillation core.
+package distill
+
+import (
+	ag "github.com/fedsim/fedsim/autograd"
+)
+
+// cosineEps is the DC authors' constant in the denominator of the layer-wise
+// cosine distance.
+const cosineEps = 1e-6
+
+// LayerwiseGradDistance is the gradient-matching distance of DC (survey eq.
+// 22–23): for every parameter of two or more dimensions, reshaped to
+// (out-channels, rest), the sum over output channels of
+// 1 − <gS, gT> / (‖gS‖‖gT‖ + 1e-6). One-dimensional parameters (biases,
+// norm scales) contribute nothing, as in the reference code. gS and gT hold
+// one gradient per parameter, in the same order and shapes.
+func LayerwiseGradDistance[T ag.Float](gS, gT []*ag.Var[T]) *ag.Var[T] {
+	var total *ag.Var[T]
+	for i, s := range gS {
+		shape := s.Shape()
+		if len(shape) <= 1 {
+			continue
+		}
+		rows := shape[0]
+		s2 := ag.Reshape(s, rows, -1)
+		t2 := ag.Reshape(gT[i], rows, -1)
+		dot := ag.SumAxes(ag.Mul(s2, t2), []int{1}, false)
+		ns := ag.Sqrt(ag.SumAxes(ag.Square(s2), []int{1}, false))
+		nt := ag.Sqrt(ag.SumAxes(ag.Square(t2), []int{1}, false))
+		cos := ag.Div(dot, ag.AddScalar(ag.Mul(ns, nt), cosineEps))
+		d := ag.Sum(ag.AddScalar(ag.Neg(cos), 1))
+		if total == nil {
+			total = d
+		} else {
+			total = ag.Add(total, d)
+		}
+	}
+	if total == nil && len(gS) > 0 {
+		tp := gS[0].Tape()
+		return tp.Scalar(0)
+	}
+	return total
+}

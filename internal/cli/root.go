@@ -1,0 +1,65 @@
+// Package cli is fedsim's command-line layer, the only package that imports
+// cobra. Each command has an Options struct and a run function that tests
+// call directly; the cobra wiring only parses flags into the Options.
+package cli
+
+import (
+	"errors"
+	"fmt"
+	"io"
+
+	"github.com/spf13/cobra"
+)
+
+// Version is set at build time with -ldflags "-X .../internal/cli.Version=…".
+var Version = "dev"
+
+// Main runs fedsim with args and returns the process exit code.
+func Main(args []string, stdout, stderr io.Writer) int {
+	root := NewRootCmd(stdout, stderr)
+	root.SetArgs(args)
+	if err := root.Execute(); err != nil {
+		var ue usageError
+		if errors.As(err, &ue) {
+			fmt.Fprintf(stderr, "fedsim: %v\n", err)
+			return 2
+		}
+		fmt.Fprintf(stderr, "fedsim: %v\n", err)
+		return 1
+	}
+	return 0
+}
+
+// usageError marks errors in flags or arguments (exit code 2).
+type usageError struct{ error }
+
+func (u usageError) Unwrap() error { return u.error }
+
+func usagef(format string, args ...any) error { return usageError{fmt.Errorf(format, args...)} }
+
+// NewRootCmd builds the command tree.
+func NewRootCmd(stdout, stderr io.Writer) *cobra.Command {
+	root := &cobra.Command{
+		Use:           "fedsim",
+		Short:         "Federated-learning simulator whose engine is dataset distillation",
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	root.SetOut(stdout)
+	root.SetErr(stderr)
+	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
+	root.AddCommand(newVersionCmd(stdout), newBenchCmd(stdout, stderr))
+	return root
+}
+
+func newVersionCmd(stdout io.Writer) *cobra.Command {
+	return &cobra.Command{
+		Use:   "version",
+		Short: "Print fedsim's version",
+		Args:  cobra.NoArgs,
+		RunE: func(*cobra.Command, []string) error {
+			_, err := fmt.Fprintf(stdout, "fedsim %s\n", Version)
+			return err
+		},
+	}
+}
