@@ -33,9 +33,44 @@ func ReLU[T Float](a *Var[T]) *Var[T] {
 		if !tp.Recording() {
 			return []*Var[T]{fusedConst(tp, a.Value.Shape, func(d *tensor.Tensor[T]) { tensor.ReLUBackward(d, g.Value, a.Value) })}
 		}
-		mask := tp.AllocUninit(a.Value.Shape...)
-		tensor.ReLUMask(mask, a.Value)
-		return []*Var[T]{Mul(g, tp.Const(mask))}
+		return []*Var[T]{reluGrad(g, a)}
+	})
+}
+
+// ReLUInPlace is ReLU computed in a's buffer: a's value is overwritten with
+// the result, which is returned as a new variable. Use it only where nothing
+// reads a's value afterwards — not the caller, and not the backward rule of
+// the operation that produced a. The normalisations qualify (their rules
+// read their input and statistics, never their output), so a norm → ReLU
+// block keeps one activation-sized buffer instead of two, as PyTorch does.
+// The backward rule masks with the output (out > 0 exactly where a > 0).
+func ReLUInPlace[T Float](a *Var[T]) *Var[T] {
+	tp, ok := tapeOf("ReLUInPlace", a)
+	if !ok {
+		return tp.placeholder()
+	}
+	out := &tensor.Tensor[T]{Shape: a.Value.Shape, Data: a.Value.Data}
+	tensor.ReLU(out, a.Value)
+	var res *Var[T]
+	res = tp.Record(out, []*Var[T]{a}, func(g *Var[T], needs []bool) []*Var[T] {
+		if !tp.Recording() {
+			return []*Var[T]{fusedConst(tp, a.Value.Shape, func(d *tensor.Tensor[T]) { tensor.ReLUBackward(d, g.Value, out) })}
+		}
+		return []*Var[T]{reluGrad(g, res)}
+	})
+	return res
+}
+
+// reluGrad returns g ⊙ 1[x > 0], linear in g with x held constant (its
+// derivative in x is 0 almost everywhere). As an operation of its own it
+// needs no mask buffer, which matters when gradient matching keeps the
+// first backward pass on the tape.
+func reluGrad[T Float](g, x *Var[T]) *Var[T] {
+	tp := g.tape
+	out := tp.AllocUninit(x.Value.Shape...)
+	tensor.ReLUBackward(out, g.Value, x.Value)
+	return tp.Record(out, []*Var[T]{g}, func(u *Var[T], needs []bool) []*Var[T] {
+		return []*Var[T]{reluGrad(u, x)}
 	})
 }
 

@@ -75,6 +75,9 @@ func (sp normSpec) statShape() []int {
 func (sp normSpec) chanShape() []int { return []int{1, sp.c, 1} }
 
 func view3[T Float](sp normSpec, t *tensor.Tensor[T]) *tensor.Tensor[T] {
+	if t == nil {
+		return nil
+	}
 	return &tensor.Tensor[T]{Shape: []int{sp.n, sp.c, sp.s}, Data: t.Data}
 }
 
@@ -172,26 +175,110 @@ func normGrad[T Float](d, x *Var[T], sp normSpec, st normStats[T]) *Var[T] {
 	normBackwardKernel(sp, out, nil, nil, d.Value, x.Value, nil, st.mean.Data, st.rstd.Data)
 	var res *Var[T]
 	res = tp.Record(out, []*Var[T]{d, x}, func(u *Var[T], needs []bool) []*Var[T] {
-		var gd, gx *Var[T]
-		if needs[0] {
-			gd = normGrad(u, x, sp, st)
-		}
-		if needs[1] {
-			v, ax, shape := sp.view(), sp.axes(), x.Value.Shape
-			xh := Reshape(normalized(x, sp, st), v...)
-			rs := normRstd(x, sp, st)
-			dv, uv := Reshape(d, v...), Reshape(u, v...)
-			mdx := MeanAxes(Mul(dv, xh), ax, true)
-			mux := MeanAxes(Mul(uv, xh), ax, true)
-			// Broadcast operands go second (Binary's fast path).
-			gxh := Mul(Add(Mul(uv, mdx), Mul(dv, mux)), Neg(rs))
-			grs := Div(SumAxes(Mul(uv, Reshape(res, v...)), ax, true), rs)
-			coef := Scale(Mul(grs, Square(rs)), -1/T(max(sp.count(), 1)))
-			gx = Add(normGrad(Reshape(gxh, shape...), x, sp, st), Reshape(Mul(xh, coef), shape...))
-		}
+		gd, gx := normGradVJP(u, d, x, res, sp, st, needs[0], needs[1])
 		return []*Var[T]{gd, gx}
 	})
 	return res
+}
+
+// normGradVJP returns the gradients of <u, b> with respect to d and x, where
+// b = B(d, x) is the variable normGrad produced.
+func normGradVJP[T Float](u, d, x, b *Var[T], sp normSpec, st normStats[T], needD, needX bool) (gd, gx *Var[T]) {
+	tp := x.tape
+	if !tp.Recording() && sp.kind == groupKind {
+		gd, _, gx = fusedNormGradVJP(u, d, nil, x, sp, st, needD, false, needX)
+		return gd, gx
+	}
+	if needD {
+		gd = normGrad(u, x, sp, st)
+	}
+	if needX {
+		v, ax, shape := sp.view(), sp.axes(), x.Value.Shape
+		xh := Reshape(normalized(x, sp, st), v...)
+		rs := normRstd(x, sp, st)
+		dv, uv := Reshape(d, v...), Reshape(u, v...)
+		mdx := MeanAxes(Mul(dv, xh), ax, true)
+		mux := MeanAxes(Mul(uv, xh), ax, true)
+		// Broadcast operands go second (Binary's fast path).
+		gxh := Mul(Add(Mul(uv, mdx), Mul(dv, mux)), Neg(rs))
+		grs := Div(SumAxes(Mul(uv, Reshape(b, v...)), ax, true), rs)
+		coef := Scale(Mul(grs, Square(rs)), -1/T(max(sp.count(), 1)))
+		gx = Add(normGrad(Reshape(gxh, shape...), x, sp, st), Reshape(Mul(xh, coef), shape...))
+	}
+	return gd, gx
+}
+
+// fusedNormGradVJP runs tensor.GroupNormGradBackward: the first-order
+// gradients of <u, B(g·γ, x)> with respect to g, γ (if not nil) and x.
+func fusedNormGradVJP[T Float](u, g, gamma, x *Var[T], sp normSpec, st normStats[T], needG, needGamma, needX bool) (gg, ggamma, gx *Var[T]) {
+	tp := x.tape
+	var ggt, gxt *tensor.Tensor[T]
+	var ggam []T
+	if needG {
+		ggt = tp.AllocUninit(x.Value.Shape...)
+		gg = tp.Const(ggt)
+	}
+	if needGamma && gamma != nil {
+		t := tp.AllocUninit(gamma.Value.Shape...)
+		ggam = t.Data
+		ggamma = tp.Const(t)
+	}
+	if needX {
+		gxt = tp.AllocUninit(x.Value.Shape...)
+		gx = tp.Const(gxt)
+	}
+	tensor.GroupNormGradBackward(view3(sp, ggt), view3(sp, gxt), ggam, view3(sp, u.Value), view3(sp, g.Value), view3(sp, x.Value), sp.gr, dataOf(gamma), st.mean.Data, st.rstd.Data)
+	return gg, ggamma, gx
+}
+
+// normGradAffine returns B(g·γ, x), the input gradient of an affine
+// normalisation, as one operation: the product g·γ is formed only when this
+// operation is itself differentiated, so a recorded first backward pass
+// keeps one buffer per layer instead of two.
+func normGradAffine[T Float](g, gamma, x *Var[T], sp normSpec, st normStats[T]) *Var[T] {
+	tp := x.tape
+	out := tp.AllocUninit(x.Value.Shape...)
+	normBackwardKernel(sp, out, nil, nil, g.Value, x.Value, gamma.Value.Data, st.mean.Data, st.rstd.Data)
+	ch := sp.chanShape()
+	var res *Var[T]
+	res = tp.Record(out, []*Var[T]{g, gamma, x}, func(u *Var[T], needs []bool) []*Var[T] {
+		if !tp.Recording() && sp.kind == groupKind {
+			gg, ggamma, gx := fusedNormGradVJP(u, g, gamma, x, sp, st, needs[0], needs[1], needs[2])
+			return []*Var[T]{gg, ggamma, gx}
+		}
+		gm := Reshape(gamma, ch...)
+		g3 := Reshape(g, sp.n, sp.c, sp.s)
+		d := Reshape(Mul(g3, gm), x.Value.Shape...)
+		gd, gx := normGradVJP(u, d, x, res, sp, st, needs[0] || needs[1], needs[2])
+		var gg, ggamma *Var[T]
+		if needs[0] {
+			gg = Reshape(Mul(Reshape(gd, sp.n, sp.c, sp.s), gm), x.Value.Shape...)
+		}
+		if needs[1] {
+			ggamma = Reshape(SumTo(Mul(Reshape(gd, sp.n, sp.c, sp.s), g3), ch), gamma.Value.Shape...)
+		}
+		return []*Var[T]{gg, ggamma, gx}
+	})
+	return res
+}
+
+// normParamGrad returns Σ g·x̂ per channel (shape chanShape), the scale
+// parameter's gradient, as one operation with no full-size temporary.
+func normParamGrad[T Float](g, x *Var[T], sp normSpec, st normStats[T]) *Var[T] {
+	tp := x.tape
+	out := tp.AllocUninit(sp.chanShape()...)
+	normBackwardKernel(sp, nil, out.Data, nil, g.Value, x.Value, nil, st.mean.Data, st.rstd.Data)
+	return tp.Record(out, []*Var[T]{g, x}, func(u *Var[T], needs []bool) []*Var[T] {
+		var gg, gx *Var[T]
+		if needs[0] {
+			xh := Reshape(normalized(x, sp, st), sp.n, sp.c, sp.s)
+			gg = Reshape(Mul(xh, u), x.Value.Shape...)
+		}
+		if needs[1] {
+			gx = normGrad(Reshape(Mul(Reshape(g, sp.n, sp.c, sp.s), u), x.Value.Shape...), x, sp, st)
+		}
+		return []*Var[T]{gg, gx}
+	})
 }
 
 // normOp is the fused normalisation with optional affine parameters (of C
@@ -235,21 +322,18 @@ func normOp[T Float](tp *Tape[T], x, gamma, beta *Var[T], sp normSpec, varUnb []
 			normBackwardKernel(sp, dx, dg, db, g.Value, x.Value, dataOf(gamma), st.mean.Data, st.rstd.Data)
 			return grads
 		}
-		ch := sp.chanShape()
-		g3 := Reshape(g, sp.n, sp.c, sp.s)
 		if needG {
-			xhat := normalized(x, sp, st)
-			grads[gi] = Reshape(SumTo(Mul(g3, Reshape(xhat, sp.n, sp.c, sp.s)), ch), gamma.Value.Shape...)
+			grads[gi] = Reshape(normParamGrad(g, x, sp, st), gamma.Value.Shape...)
 		}
 		if needB {
-			grads[bi] = Reshape(SumTo(g3, ch), beta.Value.Shape...)
+			grads[bi] = Reshape(SumTo(Reshape(g, sp.n, sp.c, sp.s), sp.chanShape()), beta.Value.Shape...)
 		}
 		if needs[0] {
-			d := g3
 			if gamma != nil {
-				d = Mul(g3, Reshape(gamma, ch...))
+				grads[0] = normGradAffine(g, gamma, x, sp, st)
+			} else {
+				grads[0] = normGrad(g, x, sp, st)
 			}
-			grads[0] = normGrad(Reshape(d, x.Value.Shape...), x, sp, st)
 		}
 		return grads
 	})

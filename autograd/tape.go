@@ -275,6 +275,24 @@ func (tp *Tape[T]) Grad(outputs, seeds, wrt []*Var[T], createGraph bool) ([]*Var
 		defer func() { tp.noGrad-- }()
 	}
 	grads := make([]*Var[T], nvars)
+	// Without a graph to keep, gradient buffers die as the sweep goes: a
+	// node's output gradient once the node is processed, and whatever a rule
+	// allocated that no gradient slot refers to. live counts, per buffer,
+	// the slots that refer to it (views share their buffer's first element).
+	var live *liveSet[T]
+	if !createGraph {
+		live = &liveSet[T]{tp: tp, from: len(tp.owned), refs: map[*T]int{}}
+	}
+	store := func(id int, g *Var[T]) {
+		old := grads[id]
+		grads[id] = accumulate(old, g)
+		if live != nil {
+			live.ref(grads[id], +1)
+			if old != nil {
+				live.ref(old, -1)
+			}
+		}
+	}
 	for i, o := range outputs {
 		if !needed[o.id] {
 			continue
@@ -290,7 +308,11 @@ func (tp *Tape[T]) Grad(outputs, seeds, wrt []*Var[T], createGraph bool) ([]*Var
 			t.Fill(1)
 			s = tp.newVar(t, false, false)
 		}
-		grads[o.id] = accumulate(grads[o.id], s)
+		store(o.id, s)
+	}
+	wanted := make([]bool, nvars)
+	for _, w := range wrt {
+		wanted[w.id] = true
 	}
 
 	for i := nnodes - 1; i >= 0; i-- {
@@ -320,7 +342,14 @@ func (tp *Tape[T]) Grad(outputs, seeds, wrt []*Var[T], createGraph bool) ([]*Var
 			if !tensor.SameShape(gi.Value.Shape, in.Value.Shape) {
 				return nil, fmt.Errorf("autograd: internal error: backward gave shape %v for an input of shape %v", gi.Value.Shape, in.Value.Shape)
 			}
-			grads[in.id] = accumulate(grads[in.id], gi)
+			store(in.id, gi)
+		}
+		if live != nil {
+			if !wanted[n.out.id] {
+				live.ref(g, -1)
+				grads[n.out.id] = nil
+			}
+			live.sweep()
 		}
 	}
 
@@ -340,4 +369,44 @@ func accumulate[T Float](acc, g *Var[T]) *Var[T] {
 		return g
 	}
 	return Add(acc, g)
+}
+
+// liveSet tracks which buffers allocated during a Grad sweep are still
+// referred to by a gradient slot, and returns the others to the pool.
+type liveSet[T Float] struct {
+	tp   *Tape[T]
+	from int // tp.owned[from:] were allocated by this sweep
+	refs map[*T]int
+}
+
+func bufKey[T Float](v *Var[T]) *T {
+	if v == nil || len(v.Value.Data) == 0 {
+		return nil
+	}
+	return &v.Value.Data[0]
+}
+
+func (l *liveSet[T]) ref(v *Var[T], d int) {
+	if k := bufKey(v); k != nil {
+		l.refs[k] += d
+	}
+}
+
+// sweep releases the buffers allocated since l.from that no slot refers to.
+func (l *liveSet[T]) sweep() {
+	owned := l.tp.owned
+	kept := owned[:l.from]
+	for _, t := range owned[l.from:] {
+		if len(t.Data) == 0 {
+			continue
+		}
+		k := &t.Data[0]
+		if l.refs[k] > 0 {
+			kept = append(kept, t)
+			continue
+		}
+		tensor.Put(t)
+	}
+	clear(owned[len(kept):])
+	l.tp.owned = kept
 }

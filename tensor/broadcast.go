@@ -116,18 +116,23 @@ func Binary[T Float](op BinaryOp, dst, a, b *Tensor[T]) {
 	inner := shape[last]
 	sa, sb := st[0][last], st[1][last]
 	rows := n / inner
-	parallel.For(rows, max(1, 32768/inner), func(lo, hi int) {
-		idx := make([]int, last)
-		for r := lo; r < hi; r++ {
+	// Work items are pieces of rows, so a tensor that collapses to a few long
+	// rows (same-shape operands collapse to one) still uses every core.
+	piece := min(inner, 16384)
+	perRow := (inner + piece - 1) / piece
+	parallel.For(rows*perRow, max(1, 32768/piece), func(lo, hi int) {
+		for item := lo; item < hi; item++ {
+			r, c0 := item/perRow, (item%perRow)*piece
+			c1 := min(c0+piece, inner)
 			// Decompose the row number into outer indices.
 			rem, offA, offB := r, 0, 0
 			for d := last - 1; d >= 0; d-- {
-				idx[d] = rem % shape[d]
+				i := rem % shape[d]
 				rem /= shape[d]
-				offA += idx[d] * st[0][d]
-				offB += idx[d] * st[1][d]
+				offA += i * st[0][d]
+				offB += i * st[1][d]
 			}
-			binaryRow(op, dst.Data[r*inner:(r+1)*inner], a.Data[offA:], sa, b.Data[offB:], sb)
+			binaryRow(op, dst.Data[r*inner+c0:r*inner+c1], a.Data[offA+c0*sa:], sa, b.Data[offB+c0*sb:], sb)
 		}
 	})
 }
@@ -212,28 +217,48 @@ func SumTo[T Float](dst, src *Tensor[T]) {
 	last := len(shape) - 1
 	inner := shape[last]
 	sd := st[0][last]
-	idx := make([]int, last)
-	// Serial: reduction targets overlap between rows; the sizes reduced in
-	// practice (bias and norm gradients) are small next to the GEMMs.
-	for r := 0; r < len(src.Data)/inner; r++ {
-		rem, off := r, 0
-		for d := last - 1; d >= 0; d-- {
-			idx[d] = rem % shape[d]
-			rem /= shape[d]
-			off += idx[d] * st[0][d]
+	rows := len(src.Data) / inner
+	sumRows := func(out []T, lo, hi int) {
+		for r := lo; r < hi; r++ {
+			rem, off := r, 0
+			for d := last - 1; d >= 0; d-- {
+				off += (rem % shape[d]) * st[0][d]
+				rem /= shape[d]
+			}
+			row := src.Data[r*inner : (r+1)*inner]
+			if sd == 0 {
+				var s T
+				for _, v := range row {
+					s += v
+				}
+				out[off] += s
+			} else {
+				o := out[off : off+inner]
+				for i, v := range row {
+					o[i] += v
+				}
+			}
 		}
-		row := src.Data[r*inner : (r+1)*inner]
-		if sd == 0 {
-			var s T
-			for _, v := range row {
-				s += v
-			}
-			dst.Data[off] += s
-		} else {
-			out := dst.Data[off : off+inner]
-			for i, v := range row {
-				out[i] += v
-			}
+	}
+	// Rows of src overlap in dst, so each chunk sums into its own partial
+	// result; the partials are added in chunk order, which keeps the result
+	// independent of scheduling. Small reductions stay serial.
+	chunks := min(parallel.Workers(), rows)
+	if chunks < 2 || len(src.Data) < 65536 || len(dst.Data)*chunks > len(src.Data)/4 {
+		sumRows(dst.Data, 0, rows)
+		return
+	}
+	partial := make([][]T, chunks)
+	step := (rows + chunks - 1) / chunks
+	parallel.For(chunks, 1, func(lo, hi int) {
+		for c := lo; c < hi; c++ {
+			partial[c] = make([]T, len(dst.Data))
+			sumRows(partial[c], c*step, min((c+1)*step, rows))
+		}
+	})
+	for _, p := range partial {
+		for i, v := range p {
+			dst.Data[i] += v
 		}
 	}
 }

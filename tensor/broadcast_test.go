@@ -127,3 +127,42 @@ func TestPermuteMatchesIndexing(t *testing.T) {
 		}
 	}
 }
+
+// Large tensors take the parallel paths of Binary (row pieces) and SumTo
+// (per-chunk partial sums); they must agree with the naive loops.
+func TestLargeBroadcastParallelPaths(t *testing.T) {
+	rng := NewRNG(5, 6)
+	for _, tc := range []struct{ big, small []int }{
+		{[]int{64, 32, 40}, []int{1, 32, 1}},
+		{[]int{200, 700}, []int{700}},
+		{[]int{3, 50000}, []int{3, 1}},
+		{[]int{100000}, []int{100000}},
+	} {
+		a, b := New[float64](tc.big...), New[float64](tc.small...)
+		FillUniform(rng, a, -1, 1)
+		FillUniform(rng, b, 1, 2)
+		dst := New[float64](tc.big...)
+		Binary(OpMul, dst, a, b)
+		want := naiveBinary(OpMul, a, b, tc.big)
+		for i := range want {
+			if dst.Data[i] != want[i] {
+				t.Fatalf("%v*%v: element %d = %v, want %v", tc.big, tc.small, i, dst.Data[i], want[i])
+			}
+		}
+		s := New[float64](tc.small...)
+		SumTo(s, a)
+		// Naive reduction: <SumTo(a), e_j> = <a, BroadcastTo(e_j)>.
+		for j := range s.Data {
+			e := New[float64](tc.small...)
+			e.Data[j] = 1
+			be := New[float64](tc.big...)
+			BroadcastTo(be, e)
+			if w := Dot(a.Data, be.Data); abs(s.Data[j]-w) > 1e-9*(1+abs(w)) {
+				t.Fatalf("SumTo %v→%v: element %d = %v, want %v", tc.big, tc.small, j, s.Data[j], w)
+			}
+			if j > 40 {
+				break
+			}
+		}
+	}
+}

@@ -1,0 +1,133 @@
+package autograd
+
+import (
+	"testing"
+
+	"github.com/fedsim/fedsim/tensor"
+)
+
+// Without createGraph, Grad returns gradient buffers to the pool as soon as
+// they are consumed: a long chain keeps O(1) gradient buffers, not one per
+// operation, and the results stay intact.
+func TestGradFreesConsumedBuffers(t *testing.T) {
+	tp := NewTape[float64]()
+	defer tp.Release()
+	x := tp.Param(tensor.New[float64](1000))
+	x.Value.Fill(0.5)
+	y := x
+	for i := 0; i < 50; i++ {
+		y = Scale(Add(y, x), 0.5) // stays at 0.5; dy/dx accumulates
+	}
+	loss := Sum(y)
+	before := len(tp.owned)
+	g, err := tp.Grad([]*Var[float64]{loss}, nil, []*Var[float64]{x}, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if grown := len(tp.owned) - before; grown > 4 {
+		t.Fatalf("Grad kept %d buffers alive after the sweep, want ≤ 4", grown)
+	}
+	// d/dx of y_k = (y_{k-1}+x)/2 with y_0 = x: dy_k/dx = (dy_{k-1}/dx + 1)/2 → 1.
+	for _, v := range g[0].Value.Data {
+		if v < 0.999 || v > 1.0000001 {
+			t.Fatalf("gradient %v, want ≈ 1", v)
+		}
+	}
+	// With createGraph nothing may be freed: the gradient is differentiated again.
+	g2, err := tp.Grad([]*Var[float64]{loss}, nil, []*Var[float64]{x}, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	gg, err := tp.Grad([]*Var[float64]{Sum(Square(g2[0]))}, nil, []*Var[float64]{x}, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if gg[0].Value.Data[0] != 0 {
+		t.Fatalf("second derivative of a linear map = %v, want 0", gg[0].Value.Data[0])
+	}
+}
+
+// The fused second backward of group norm (taken when no graph is built)
+// equals the composite rules (taken when one is): same inputs, both paths.
+func TestNormSecondBackwardFusedMatchesComposite(t *testing.T) {
+	rng := tensor.NewRNG(3, 3)
+	mk := func(shape ...int) *tensor.Tensor[float64] {
+		x := tensor.New[float64](shape...)
+		tensor.FillNormal(rng, x, 0, 1)
+		return x
+	}
+	x0, g0, b0, w0 := mk(2, 4, 3, 3), mk(4), mk(4), mk(2, 4, 3, 3)
+	for _, groups := range []int{4, 2, 1} {
+		run := func(createGraph bool) []*tensor.Tensor[float64] {
+			tp := NewTape[float64]()
+			x, gm, bt := tp.Param(x0), tp.Param(g0), tp.Param(b0)
+			y := Tanh(GroupNorm(Mul(x, x), groups, gm, bt, 1e-5))
+			loss := Sum(Mul(y, tp.Const(w0)))
+			gs, err := tp.Grad([]*Var[float64]{loss}, nil, []*Var[float64]{x, gm}, true)
+			if err != nil {
+				t.Fatal(err)
+			}
+			meta := Add(Sum(Square(gs[0])), Sum(Mul(gs[1], gs[1])))
+			out, err := tp.Grad([]*Var[float64]{meta}, nil, []*Var[float64]{x, gm, bt}, createGraph)
+			if err != nil {
+				t.Fatal(err)
+			}
+			res := make([]*tensor.Tensor[float64], len(out))
+			for i, o := range out {
+				res[i] = o.Value.Clone()
+			}
+			tp.Release()
+			return res
+		}
+		fused, composite := run(false), run(true)
+		for i := range fused {
+			for j := range fused[i].Data {
+				a, b := fused[i].Data[j], composite[i].Data[j]
+				if d := a - b; d > 1e-10 || d < -1e-10 {
+					t.Fatalf("groups=%d input %d element %d: fused %v, composite %v", groups, i, j, a, b)
+				}
+			}
+		}
+	}
+}
+
+// ReLUInPlace after a normalisation gives the same values and derivatives
+// (first and second order) as ReLU, without a buffer of its own.
+func TestReLUInPlaceMatchesReLU(t *testing.T) {
+	rng := tensor.NewRNG(4, 4)
+	x0 := tensor.New[float64](2, 3, 4, 4)
+	tensor.FillNormal(rng, x0, 0, 1)
+	w0 := x0.Clone()
+	tensor.FillNormal(rng, w0, 0, 1)
+	run := func(inPlace bool) ([]float64, []float64) {
+		tp := NewTape[float64]()
+		defer tp.Release()
+		x := tp.Param(x0)
+		h := InstanceNorm(Mul(x, x), nil, nil, 1e-5)
+		if inPlace {
+			h = ReLUInPlace(h)
+		} else {
+			h = ReLU(h)
+		}
+		loss := Sum(Mul(Tanh(h), tp.Const(w0)))
+		g, err := tp.Grad([]*Var[float64]{loss}, nil, []*Var[float64]{x}, true)
+		if err != nil {
+			t.Fatal(err)
+		}
+		gg, err := tp.Grad([]*Var[float64]{Sum(Square(g[0]))}, nil, []*Var[float64]{x}, false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return append([]float64{}, g[0].Value.Data...), append([]float64{}, gg[0].Value.Data...)
+	}
+	g1, gg1 := run(false)
+	g2, gg2 := run(true)
+	for i := range g1 {
+		if d := g1[i] - g2[i]; d > 1e-12 || d < -1e-12 {
+			t.Fatalf("first order differs at %d: %v vs %v", i, g1[i], g2[i])
+		}
+		if d := gg1[i] - gg2[i]; d > 1e-12 || d < -1e-12 {
+			t.Fatalf("second order differs at %d: %v vs %v", i, gg1[i], gg2[i])
+		}
+	}
+}
