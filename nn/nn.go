@@ -7,11 +7,18 @@
 // through them. Parameter order is fixed and documented per model, and every
 // parameter has a PyTorch-style name, so weights and gradients line up with
 // the reference implementations and with files other tools read.
+//
+// The models are the dataset-distillation literature's (the DC/DSA/DM
+// authors' networks.py): ConvNet and its variants, MLP, LeNet, AlexNet,
+// VGG-11 and ResNet-18, built by name with New. Batch-norm running
+// statistics are buffers (Buffered), not parameters: Forward updates them in
+// training mode and uses them in evaluation mode (Trainable.SetTraining).
+// Save and Load keep parameters and buffers in .npz files; SGD and Adam
+// update parameters; Train and Evaluate run the classic training and test
+// loops.
 package nn
 
 import (
-	"fmt"
-
 	ag "github.com/fedsim/fedsim/autograd"
 	"github.com/fedsim/fedsim/tensor"
 )
@@ -67,22 +74,4 @@ func NumParams[T Float](m Model[T]) int {
 		n += p.Len()
 	}
 	return n
-}
-
-// checkParams reports whether ps matches m's parameters in count and shape,
-// recording an error on the tape otherwise.
-func checkParams[T Float](tp *ag.Tape[T], m Model[T], ps []*ag.Var[T]) bool {
-	want := m.Params()
-	if len(ps) != len(want) {
-		tp.Fail(fmt.Errorf("nn: model has %d parameters, got %d variables", len(want), len(ps)))
-		return false
-	}
-	names := m.ParamNames()
-	for i, p := range ps {
-		if !tensor.SameShape(p.Shape(), want[i].Shape) {
-			tp.Fail(fmt.Errorf("nn: parameter %s has shape %v, got %v", names[i], want[i].Shape, p.Shape()))
-			return false
-		}
-	}
-	return true
 }

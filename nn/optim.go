@@ -2,8 +2,24 @@ package nn
 
 import (
 	"fmt"
+	"math"
 
 	"github.com/fedsim/fedsim/tensor"
+)
+
+// Optimizer updates parameters in place from their gradients.
+type Optimizer[T Float] interface {
+	// Step updates params from grads (same order and shapes).
+	Step(params, grads []*tensor.Tensor[T]) error
+	// SetLR sets the learning rate (schedules call it once per epoch).
+	SetLR(lr float64)
+	// LearningRate returns the current learning rate.
+	LearningRate() float64
+}
+
+var (
+	_ Optimizer[float32] = (*SGD[float32])(nil)
+	_ Optimizer[float32] = (*Adam[float32])(nil)
 )
 
 // SGD is stochastic gradient descent with PyTorch's semantics for momentum,
@@ -16,21 +32,28 @@ type SGD[T Float] struct {
 	velocity                  []*tensor.Tensor[T]
 }
 
+// SetLR sets the learning rate; the momentum buffers are kept.
+func (o *SGD[T]) SetLR(lr float64) { o.LR = lr }
+
+// LearningRate returns the learning rate.
+func (o *SGD[T]) LearningRate() float64 { return o.LR }
+
+// Reset forgets the momentum buffers (the next step starts afresh, as a new
+// torch.optim.SGD would).
+func (o *SGD[T]) Reset() { o.velocity = nil }
+
 // Step updates params in place from grads (same order and shapes). It
 // returns an error naming the parameter if the shapes disagree.
 func (o *SGD[T]) Step(params, grads []*tensor.Tensor[T]) error {
-	if len(params) != len(grads) {
-		return fmt.Errorf("nn: SGD got %d parameters and %d gradients", len(params), len(grads))
+	if err := checkStep("SGD", params, grads); err != nil {
+		return err
 	}
-	if o.Momentum != 0 && o.velocity == nil {
+	if o.Momentum != 0 && len(o.velocity) != len(params) {
 		o.velocity = make([]*tensor.Tensor[T], len(params))
 	}
 	lr, mu, wd := T(o.LR), T(o.Momentum), T(o.WeightDecay)
 	for i, p := range params {
 		g := grads[i]
-		if len(g.Data) != len(p.Data) {
-			return fmt.Errorf("nn: SGD parameter %d has shape %v, gradient %v", i, p.Shape, g.Shape)
-		}
 		if mu == 0 {
 			for j, gv := range g.Data {
 				p.Data[j] -= lr * (gv + wd*p.Data[j])
@@ -61,4 +84,152 @@ func (o *SGD[T]) Step(params, grads []*tensor.Tensor[T]) error {
 		}
 	}
 	return nil
+}
+
+// checkStep validates an optimizer step's arguments before anything is
+// updated, so a bad call leaves the parameters untouched.
+func checkStep[T Float](opt string, params, grads []*tensor.Tensor[T]) error {
+	if len(params) != len(grads) {
+		return fmt.Errorf("nn: %s got %d parameters and %d gradients", opt, len(params), len(grads))
+	}
+	for i, p := range params {
+		if p == nil || grads[i] == nil {
+			return fmt.Errorf("nn: %s parameter %d or its gradient is nil", opt, i)
+		}
+		if len(grads[i].Data) != len(p.Data) {
+			return fmt.Errorf("nn: %s parameter %d has shape %v, gradient %v", opt, i, p.Shape, grads[i].Shape)
+		}
+	}
+	return nil
+}
+
+// Adam is torch.optim.Adam (and AdamW with Decoupled): with t the step
+// count, g the gradient and p the parameter,
+//
+//	Adam:  g ← g + wd·p            AdamW: p ← p·(1 − lr·wd)
+//	m ← β₁·m + (1−β₁)·g;  v ← β₂·v + (1−β₂)·g²
+//	p ← p − lr/(1−β₁ᵗ) · m / (√v/√(1−β₂ᵗ) + ε)
+//
+// Use NewAdam for PyTorch's defaults (β₁ 0.9, β₂ 0.999, ε 1e-8); zero
+// fields are taken literally.
+type Adam[T Float] struct {
+	LR, Beta1, Beta2, Eps, WeightDecay float64
+	Decoupled                          bool // AdamW: decoupled weight decay
+	t                                  int
+	m, v                               []*tensor.Tensor[T]
+}
+
+// NewAdam returns Adam with learning rate lr and PyTorch's defaults.
+func NewAdam[T Float](lr float64) *Adam[T] {
+	return &Adam[T]{LR: lr, Beta1: 0.9, Beta2: 0.999, Eps: 1e-8}
+}
+
+// NewAdamW returns AdamW with learning rate lr, weight decay wd and
+// PyTorch's other defaults.
+func NewAdamW[T Float](lr, wd float64) *Adam[T] {
+	return &Adam[T]{LR: lr, Beta1: 0.9, Beta2: 0.999, Eps: 1e-8, WeightDecay: wd, Decoupled: true}
+}
+
+// SetLR sets the learning rate; the moment estimates are kept.
+func (o *Adam[T]) SetLR(lr float64) { o.LR = lr }
+
+// LearningRate returns the learning rate.
+func (o *Adam[T]) LearningRate() float64 { return o.LR }
+
+// Steps returns the number of steps taken.
+func (o *Adam[T]) Steps() int { return o.t }
+
+// Step updates params in place from grads (same order and shapes). It
+// returns an error naming the parameter if the shapes disagree.
+func (o *Adam[T]) Step(params, grads []*tensor.Tensor[T]) error {
+	if err := checkStep("Adam", params, grads); err != nil {
+		return err
+	}
+	if len(o.m) != len(params) {
+		o.m = make([]*tensor.Tensor[T], len(params))
+		o.v = make([]*tensor.Tensor[T], len(params))
+		o.t = 0
+	}
+	o.t++
+	b1, b2 := o.Beta1, o.Beta2
+	bc1 := 1 - math.Pow(b1, float64(o.t))
+	bc2 := math.Sqrt(1 - math.Pow(b2, float64(o.t)))
+	step := o.LR / bc1
+	decay := 1 - o.LR*o.WeightDecay
+	for i, p := range params {
+		g := grads[i]
+		if o.m[i] == nil || len(o.m[i].Data) != len(p.Data) {
+			o.m[i] = tensor.New[T](p.Shape...)
+			o.v[i] = tensor.New[T](p.Shape...)
+		}
+		m, v := o.m[i].Data, o.v[i].Data
+		for j, gj := range g.Data {
+			pj := float64(p.Data[j])
+			gv := float64(gj)
+			if o.WeightDecay != 0 {
+				if o.Decoupled {
+					pj *= decay
+				} else {
+					gv += o.WeightDecay * pj
+				}
+			}
+			mj := b1*float64(m[j]) + (1-b1)*gv
+			vj := b2*float64(v[j]) + (1-b2)*gv*gv
+			m[j], v[j] = T(mj), T(vj)
+			p.Data[j] = T(pj - step*mj/(math.Sqrt(vj)/bc2+o.Eps))
+		}
+	}
+	return nil
+}
+
+// Schedule gives the learning rate of each epoch.
+type Schedule interface {
+	// LR returns the learning rate of epoch (0-based) of epochs, for the
+	// base rate base.
+	LR(base float64, epoch, epochs int) float64
+}
+
+// ConstantLR keeps the base rate.
+type ConstantLR struct{}
+
+// LR returns base.
+func (ConstantLR) LR(base float64, _, _ int) float64 { return base }
+
+// StepLR multiplies the rate by Gamma at each milestone epoch
+// (torch.optim.lr_scheduler.MultiStepLR stepped once per epoch): epoch e
+// trains with base·Gamma^k, k the number of milestones ≤ e.
+type StepLR struct {
+	Milestones []int
+	Gamma      float64
+}
+
+// LR returns the rate of the epoch.
+func (s StepLR) LR(base float64, epoch, _ int) float64 {
+	for _, m := range s.Milestones {
+		if epoch >= m {
+			base *= s.Gamma
+		}
+	}
+	return base
+}
+
+// HalfwayDecay is the DC/DSA/DM evaluation schedule: ×0.1 from epoch
+// epochs/2 on. (The reference code trains epochs+1 epochs and decays after
+// epoch epochs/2+1, also resetting the momentum; this keeps the momentum
+// and decays at exactly half.)
+func HalfwayDecay(epochs int) StepLR {
+	return StepLR{Milestones: []int{epochs / 2}, Gamma: 0.1}
+}
+
+// CosineLR anneals from the base rate to Min over the run
+// (CosineAnnealingLR with T_max = epochs, stepped once per epoch):
+// lr = Min + (base − Min)·(1 + cos(π·epoch/epochs))/2.
+type CosineLR struct{ Min float64 }
+
+// LR returns the rate of the epoch.
+func (s CosineLR) LR(base float64, epoch, epochs int) float64 {
+	if epochs <= 0 {
+		return base
+	}
+	return s.Min + (base-s.Min)*(1+math.Cos(math.Pi*float64(epoch)/float64(epochs)))/2
 }
