@@ -295,6 +295,17 @@ func applyAct[T Float](act string, x *ag.Var[T]) *ag.Var[T] {
 	return ag.ReLU(x)
 }
 
+// applyActAfterLayer is applyAct for an x that only a convolution or a
+// normalisation has produced and nothing else reads: ReLU then runs in x's
+// buffer (those operations' backward rules never read their output), which
+// saves one activation-sized buffer per block.
+func applyActAfterLayer[T Float](act string, x *ag.Var[T]) *ag.Var[T] {
+	if act == ActReLU || act == "" {
+		return ag.ReLUInPlace(x)
+	}
+	return applyAct(act, x)
+}
+
 // Pooling kinds (the DC ConvNet's net_pooling values): 2×2, stride 2.
 const (
 	PoolAvg  = "avgpooling"

@@ -17,6 +17,45 @@ type bufferPool[T Float] struct {
 	free map[int][][]T
 }
 
+// Pool accounting in bytes, for memory benchmarks: buffers handed out and
+// not yet returned (inUse, with its high-water mark) and buffers held free.
+var poolStats struct {
+	sync.Mutex
+	inUse, peak, free int64
+}
+
+func account(inUse, free int64) {
+	poolStats.Lock()
+	poolStats.inUse += inUse
+	poolStats.free += free
+	poolStats.peak = max(poolStats.peak, poolStats.inUse)
+	poolStats.Unlock()
+}
+
+// PoolStats reports the bytes of pooled buffers in use (handed out by Get
+// and not yet Put), the most in use at once since the last ResetPoolPeak,
+// and the bytes held free for reuse.
+func PoolStats() (inUse, peak, free int64) {
+	poolStats.Lock()
+	defer poolStats.Unlock()
+	return poolStats.inUse, poolStats.peak, poolStats.free
+}
+
+// ResetPoolPeak starts a new high-water mark for PoolStats.
+func ResetPoolPeak() {
+	poolStats.Lock()
+	poolStats.peak = poolStats.inUse
+	poolStats.Unlock()
+}
+
+func elemSize[T Float]() int64 {
+	var zero T
+	if any(zero) == any(float32(0)) {
+		return 4
+	}
+	return 8
+}
+
 var (
 	pool32 = &bufferPool[float32]{free: map[int][][]float32{}}
 	pool64 = &bufferPool[float64]{free: map[int][][]float64{}}
@@ -53,8 +92,12 @@ func GetUninit[T Float](shape ...int) *Tensor[T] {
 		p.free[n] = bufs[:k-1]
 	}
 	p.Unlock()
+	bytes := int64(n) * elemSize[T]()
 	if data == nil {
 		data = make([]T, n)
+		account(bytes, 0)
+	} else {
+		account(bytes, -bytes)
 	}
 	return &Tensor[T]{Shape: slices.Clone(shape), Data: data}
 }
@@ -67,11 +110,18 @@ func Put[T Float](t *Tensor[T]) {
 	}
 	n := len(t.Data)
 	p := poolFor[T]()
+	bytes := int64(n) * elemSize[T]()
 	p.Lock()
-	if len(p.free[n]) < maxPerSize {
+	kept := len(p.free[n]) < maxPerSize
+	if kept {
 		p.free[n] = append(p.free[n], t.Data[:n:n])
 	}
 	p.Unlock()
+	if kept {
+		account(-bytes, bytes)
+	} else {
+		account(-bytes, 0)
+	}
 	t.Data = nil
 }
 
@@ -85,6 +135,11 @@ func DrainPool() {
 
 func (p *bufferPool[T]) drain() {
 	p.Lock()
+	var bytes int64
+	for n, bufs := range p.free {
+		bytes += int64(n*len(bufs)) * elemSize[T]()
+	}
 	clear(p.free)
 	p.Unlock()
+	account(0, -bytes)
 }

@@ -45,6 +45,9 @@ type Result struct {
 	MsMedian  float64 `json:"ms_median"`
 	MsMin     float64 `json:"ms_min"`
 	PeakRSSMB float64 `json:"peak_rss_mb"`
+	// PeakTensorMB is the most memory held by live tensors from the pool at
+	// once: the engine's own figure, without the runtime and free buffers.
+	PeakTensorMB float64 `json:"peak_tensor_mb"`
 	GFLOPs    float64 `json:"gflops,omitempty"`
 	Threads   int     `json:"threads"`
 	Kernel    string  `json:"kernel"`
@@ -114,6 +117,7 @@ func runOne(workload string, width int, o Options) (Result, error) {
 	runtime.GC()
 	debug.FreeOSMemory()
 	resetPeakRSS()
+	tensor.ResetPoolPeak()
 	var step func() error
 	var err error
 	res := Result{Impl: "fedsim", Workload: workload, Width: width, Batch: o.Batch, Threads: parallel.Workers(), Kernel: gemm.KernelName()}
@@ -148,6 +152,8 @@ func runOne(workload string, width int, o Options) (Result, error) {
 	res.MsMedian = times[len(times)/2]
 	res.MsMin = times[0]
 	res.PeakRSSMB = peakRSSMB()
+	_, peak, _ := tensor.PoolStats()
+	res.PeakTensorMB = float64(peak) / (1 << 20)
 	if workload == "sgemm" {
 		res.GFLOPs = 2 * 1024 * 1024 * 1024 / (res.MsMedian / 1000) / 1e9
 	}
