@@ -48,9 +48,9 @@ type Result struct {
 	// PeakTensorMB is the most memory held by live tensors from the pool at
 	// once: the engine's own figure, without the runtime and free buffers.
 	PeakTensorMB float64 `json:"peak_tensor_mb"`
-	GFLOPs    float64 `json:"gflops,omitempty"`
-	Threads   int     `json:"threads"`
-	Kernel    string  `json:"kernel"`
+	GFLOPs       float64 `json:"gflops,omitempty"`
+	Threads      int     `json:"threads"`
+	Kernel       string  `json:"kernel"`
 }
 
 func (o Options) withDefaults() Options {
