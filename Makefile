@@ -5,7 +5,7 @@ PKGS    := ./...
 # Packages with goroutines: run under the race detector in `make test`.
 RACE_PKGS := ./internal/parallel/ ./tensor/...
 
-.PHONY: all build test race lint vet fmt-check bench bench-go bench-torch benchmarks fixtures fuzz clean
+.PHONY: all build test race lint vet fmt-check bench bench-go bench-torch benchmarks fixtures fuzz clean results-train
 
 all: build
 
@@ -41,6 +41,10 @@ bench: benchmarks
 # PyTorch golden fixtures (needs Debian's python3-torch).
 fixtures:
 	$(PYTHON) scripts/torch/make_fixtures.py
+
+# Whole-data accuracy (RESULTS.md): 3 seeds on MNIST and Fashion-MNIST.
+results-train:
+	scripts/results/whole_data.sh "mnist fmnist" "1 2 3"
 
 fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzSgemm -fuzztime 30s ./tensor/gemm/
