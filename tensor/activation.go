@@ -5,6 +5,7 @@ import (
 	"math"
 
 	"github.com/fedsim/fedsim/internal/parallel"
+	"github.com/fedsim/fedsim/tensor/internal/vec"
 )
 
 // Activation kernels, their fused backward kernels, and the row-wise softmax
@@ -39,6 +40,10 @@ func ReLU[T Float](dst, src *Tensor[T]) {
 	sameLen("ReLU", dst, src)
 	parallel.For(len(src.Data), elemGrain, func(lo, hi int) {
 		out, in := dst.Data[lo:hi], src.Data[lo:hi]
+		if o, ok := any(out).([]float32); ok {
+			vec.ReLU(o, any(in).([]float32)) // VMAXPS, same special values
+			return
+		}
 		out = out[:len(in)]
 		for i, v := range in {
 			out[i] = max(v, 0)
@@ -60,15 +65,8 @@ func ReLUBackward[T Float](dst, g, x *Tensor[T]) {
 	parallel.For(len(x.Data), elemGrain, func(lo, hi int) {
 		switch out := any(dst.Data[lo:hi]).(type) {
 		case []float32:
-			gs, xs := any(g.Data[lo:hi]).([]float32), any(x.Data[lo:hi]).([]float32)
-			gs, out = gs[:len(xs)], out[:len(xs)]
-			for i, v := range xs {
-				gb := math.Float32bits(gs[i])
-				if math.Float32bits(v)-1 >= inf32Bits {
-					gb = 0
-				}
-				out[i] = math.Float32frombits(gb)
-			}
+			// SIMD compare and zero-masked move: +0 where !(x > 0).
+			vec.ReLUBackward(out, any(g.Data[lo:hi]).([]float32), any(x.Data[lo:hi]).([]float32))
 		case []float64:
 			gs, xs := any(g.Data[lo:hi]).([]float64), any(x.Data[lo:hi]).([]float64)
 			gs, out = gs[:len(xs)], out[:len(xs)]

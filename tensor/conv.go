@@ -4,6 +4,7 @@ import (
 	"fmt"
 
 	"github.com/fedsim/fedsim/internal/parallel"
+	"github.com/fedsim/fedsim/tensor/internal/vec"
 )
 
 // ConvParams are the strides and zero paddings of a 2-D convolution
@@ -115,11 +116,7 @@ func im2col[T Float](col, x []T, g *convGeom) {
 					shift := (i-ph)*g.w + (j - pw)
 					t0, t1 := max(ohLo*g.ow, -shift), min(ohHi*g.ow, hw-shift)
 					copy(r[t0:t1], xc[t0+shift:t1+shift])
-					for oh := ohLo; oh < ohHi; oh++ {
-						ro := r[oh*g.ow : (oh+1)*g.ow]
-						clear(ro[:owLo])
-						clear(ro[owHi:])
-					}
+					zeroEdges(r, ohLo, ohHi, g.ow, owLo, owHi)
 					continue
 				}
 				for oh := ohLo; oh < ohHi; oh++ {
@@ -147,7 +144,9 @@ func im2col[T Float](col, x []T, g *convGeom) {
 }
 
 // col2im is the adjoint of im2col: it overwrites x (C,H,W) with the sum of
-// the col entries that im2col would have read from each position.
+// the col entries that im2col would have read from each position. col is
+// scratch: the entries im2col would have set to zero (padding) may be
+// overwritten with zeros.
 func col2im[T Float](x, col []T, g *convGeom) {
 	clear(x)
 	ohw, hw := g.ohw(), g.h*g.w
@@ -164,16 +163,23 @@ func col2im[T Float](x, col []T, g *convGeom) {
 				if owLo == owHi {
 					continue
 				}
+				if sh == 1 && sw == 1 && g.ow == g.w && ohLo < ohHi {
+					// Same width, as in im2col: zero the col entries that
+					// would wrap into a neighbouring row, then add the
+					// valid rows as one shifted run.
+					shift := (i-ph)*g.w + (j - pw)
+					t0, t1 := max(ohLo*g.ow, -shift), min(ohHi*g.ow, hw-shift)
+					zeroEdges(r, ohLo, ohHi, g.ow, owLo, owHi)
+					addRun(xc[t0+shift:t1+shift], r[t0:t1])
+					continue
+				}
 				for oh := ohLo; oh < ohHi; oh++ {
 					ro := r[oh*g.ow+owLo : oh*g.ow+owHi]
 					ih := oh*sh - ph + i
 					xr := xc[ih*g.w : (ih+1)*g.w]
 					off := owLo*sw - pw + j
 					if sw == 1 {
-						xr = xr[off : off+len(ro)]
-						for k, v := range ro {
-							xr[k] += v
-						}
+						addRun(xr[off:off+len(ro)], ro)
 						continue
 					}
 					for k, v := range ro {
@@ -182,6 +188,40 @@ func col2im[T Float](x, col []T, g *convGeom) {
 				}
 			}
 		}
+	}
+}
+
+// zeroEdges zeroes, in each row oh in [ohLo, ohHi) of r (rows of ow
+// values), the columns outside [owLo, owHi). The ranges are a few columns
+// wide, so plain stores beat clear's call.
+func zeroEdges[T Float](r []T, ohLo, ohHi, ow, owLo, owHi int) {
+	if ohLo >= ohHi {
+		return
+	}
+	r = r[ohLo*ow : ohHi*ow]
+	// One strided pass per edge column (kernels are small: a column or
+	// two per side).
+	for k := 0; k < owLo; k++ {
+		for t := k; t < len(r); t += ow {
+			r[t] = 0
+		}
+	}
+	for k := owHi; k < ow; k++ {
+		for t := k; t < len(r); t += ow {
+			r[t] = 0
+		}
+	}
+}
+
+// addRun computes dst += src (SIMD for float32; an FMA with 1 is an add).
+func addRun[T Float](dst, src []T) {
+	if d, ok := any(dst).([]float32); ok {
+		vec.Axpy(1, any(src).([]float32), d)
+		return
+	}
+	dst = dst[:len(src)]
+	for k, v := range src {
+		dst[k] += v
 	}
 }
 

@@ -5,6 +5,7 @@ import (
 	"math"
 
 	"github.com/fedsim/fedsim/internal/parallel"
+	"github.com/fedsim/fedsim/tensor/internal/vec"
 )
 
 // Normalisation kernels over (N, C, spatial...) tensors (NCHW for images).
@@ -45,8 +46,12 @@ func checkLen[T Float](name, what string, v []T, want int, optional bool) {
 }
 
 // shiftedSums returns Σ(v−k) and Σ(v−k)² in float64, with four independent
-// accumulators so the loop is not bound by add latency.
+// accumulators so the loop is not bound by add latency. float32 slices take
+// the SIMD kernel (also float64 accumulation, widened with VCVTPS2PD).
 func shiftedSums[T Float](seg []T, k float64) (s1, s2 float64) {
+	if s, ok := any(seg).([]float32); ok {
+		return vec.SumSqShift(s, k)
+	}
 	var a0, a1, a2, a3, b0, b1, b2, b3 float64
 	i := 0
 	for ; i+4 <= len(seg); i += 4 {
@@ -73,6 +78,9 @@ func shiftedSums[T Float](seg []T, k float64) (s1, s2 float64) {
 
 // gradSums returns Σg and Σg·(x−mu) in float64.
 func gradSums[T Float](g, x []T, mu float64) (sg, sgx float64) {
+	if gs, ok := any(g).([]float32); ok {
+		return vec.GradSums(gs, any(x).([]float32), mu)
+	}
 	x = x[:len(g)]
 	var a0, a1, a2, a3, b0, b1, b2, b3 float64
 	i := 0
@@ -105,8 +113,12 @@ func moments(k, s1, s2 float64, m int) (mean, variance float64) {
 	return k + mu, max(s2/float64(m)-mu*mu, 0)
 }
 
-// normRow writes y = (x−mu)·a + b.
+// normRow writes y = (x−mu)·a + b (for float32 with one FMA).
 func normRow[T Float](y, x []T, mu, a, b T) {
+	if ys, ok := any(y).([]float32); ok {
+		vec.NormRow(ys, any(x).([]float32), float32(mu), float32(a), float32(b))
+		return
+	}
 	y = y[:len(x)]
 	for i, v := range x {
 		y[i] = (v-mu)*a + b
@@ -115,6 +127,10 @@ func normRow[T Float](y, x []T, mu, a, b T) {
 
 // normBackRow writes dx = a·g + bc·(x−mu) + d.
 func normBackRow[T Float](dx, g, x []T, mu, a, bc, d T) {
+	if ds, ok := any(dx).([]float32); ok {
+		vec.NormBackRow(ds, any(g).([]float32), any(x).([]float32), float32(mu), float32(a), float32(bc), float32(d))
+		return
+	}
 	g, dx = g[:len(x)], dx[:len(x)]
 	for i, v := range x {
 		dx[i] = a*g[i] + bc*(v-mu) + d

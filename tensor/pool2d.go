@@ -5,6 +5,7 @@ import (
 	"math"
 
 	"github.com/fedsim/fedsim/internal/parallel"
+	"github.com/fedsim/fedsim/tensor/internal/vec"
 )
 
 // PoolOutShape returns the shape (N, C, OH, OW) of a k×k pooling with the
@@ -47,6 +48,11 @@ func newPoolGeom(op string, x, y []int, k, stride, pad int) *poolGeom {
 // fast2 reports the 2×2, stride 2, unpadded case.
 func (g *poolGeom) fast2() bool { return g.k == 2 && g.s == 2 && g.p == 0 }
 
+// even2 reports the 2×2, stride 2, unpadded case on planes of even height
+// and width: then the planes are one run of row pairs, which the float32
+// SIMD kernels pool whole.
+func (g *poolGeom) even2() bool { return g.fast2() && g.h%2 == 0 && g.w%2 == 0 }
+
 // window returns the clipped input ranges of output (oh, ow).
 func (g *poolGeom) window(oh, ow int) (h0, h1, w0, w1 int) {
 	h0, w0 = oh*g.s-g.p, ow*g.s-g.p
@@ -69,6 +75,10 @@ func AvgPool2D[T Float](dst, x *Tensor[T], k, stride, pad int) {
 	hw, ohw := g.h*g.w, g.oh*g.ow
 	inv := 1 / T(k*k)
 	parallel.For(g.planes, planeGrain(hw), func(lo, hi int) {
+		if d32, ok := any(dst.Data).([]float32); ok && g.even2() {
+			vec.AvgPool2x2(d32[lo*ohw:hi*ohw], any(x.Data).([]float32)[lo*hw:hi*hw], g.w, float32(inv))
+			return
+		}
 		for pl := lo; pl < hi; pl++ {
 			xp, op := x.Data[pl*hw:(pl+1)*hw], dst.Data[pl*ohw:(pl+1)*ohw]
 			if g.fast2() {
@@ -107,6 +117,10 @@ func AvgPool2DBackward[T Float](dst, g *Tensor[T], k, stride, pad int) {
 	hw, ohw := geo.h*geo.w, geo.oh*geo.ow
 	inv := 1 / T(k*k)
 	parallel.For(geo.planes, planeGrain(hw), func(lo, hi int) {
+		if d32, ok := any(dst.Data).([]float32); ok && geo.even2() {
+			vec.AvgPool2x2Backward(d32[lo*hw:hi*hw], any(g.Data).([]float32)[lo*ohw:hi*ohw], geo.w, float32(inv))
+			return
+		}
 		for pl := lo; pl < hi; pl++ {
 			xp, gp := dst.Data[pl*hw:(pl+1)*hw], g.Data[pl*ohw:(pl+1)*ohw]
 			if geo.fast2() {

@@ -14,6 +14,8 @@ type poolCase struct {
 func poolCases() []poolCase {
 	return []poolCase{
 		{[]int{2, 3, 8, 8}, 2, 2, 0},
+		{[]int{2, 3, 32, 34}, 2, 2, 0}, // SIMD chunks and a masked tail
+		{[]int{3, 2, 6, 64}, 2, 2, 0},
 		{[]int{2, 3, 7, 5}, 2, 2, 0},
 		{[]int{1, 2, 9, 7}, 3, 2, 1},
 		{[]int{2, 1, 6, 6}, 3, 1, 1},

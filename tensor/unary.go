@@ -5,6 +5,7 @@ import (
 	"math"
 
 	"github.com/fedsim/fedsim/internal/parallel"
+	"github.com/fedsim/fedsim/tensor/internal/vec"
 )
 
 // UnaryOp names an element-wise unary operation.
@@ -97,27 +98,36 @@ func sigmoid(x float64) float64 {
 	return e / (1 + e)
 }
 
-// Affine computes dst = a*src + b element-wise. dst may be src.
-// It panics if the sizes differ.
+// Affine computes dst = a*src + b element-wise (for float32 with one FMA).
+// dst may be src. It panics if the sizes differ.
 func Affine[T Float](dst, src *Tensor[T], a, b T) {
 	if len(dst.Data) != len(src.Data) {
 		panic(fmt.Sprintf("tensor: Affine destination %v, source %v", dst.Shape, src.Shape))
 	}
 	parallel.For(len(src.Data), 32768, func(lo, hi int) {
 		out, in := dst.Data[lo:hi], src.Data[lo:hi]
+		if o, ok := any(out).([]float32); ok {
+			vec.Affine(o, any(in).([]float32), float32(a), float32(b))
+			return
+		}
 		for i, v := range in {
 			out[i] = a*v + b
 		}
 	})
 }
 
-// Axpy computes y += a*x. It panics if the sizes differ.
+// Axpy computes y += a*x (for float32 with one FMA). It panics if the sizes
+// differ.
 func Axpy[T Float](a T, x, y []T) {
 	if len(x) != len(y) {
 		panic(fmt.Sprintf("tensor: Axpy lengths %d and %d", len(x), len(y)))
 	}
 	parallel.For(len(x), 32768, func(lo, hi int) {
 		xs, ys := x[lo:hi], y[lo:hi]
+		if y32, ok := any(ys).([]float32); ok {
+			vec.Axpy(float32(a), any(xs).([]float32), y32)
+			return
+		}
 		for i, v := range xs {
 			ys[i] += a * v
 		}
