@@ -196,3 +196,29 @@ func LogSoftmax[T Float](a *Var[T]) *Var[T] {
 	})
 	return res
 }
+
+// ReLUAvgPool2x2InPlace is AvgPool2D(ReLUInPlace(x), 2, 2, 0) as one
+// operation for the ConvNet block's tail: the ReLU runs in x's buffer (see
+// ReLUInPlace for when that is allowed) and each plane is pooled while in
+// cache; without createGraph the backward is one fused pass as well. x must
+// be (N,C,H,W) with even H and W.
+func ReLUAvgPool2x2InPlace[T Float](x *Var[T]) *Var[T] {
+	tp, ok := tapeOf("ReLUAvgPool2x2InPlace", x)
+	if !ok {
+		return tp.placeholder()
+	}
+	s := x.Value.Shape
+	if len(s) != 4 || s[2]%2 != 0 || s[3]%2 != 0 {
+		tp.Failf("ReLUAvgPool2x2InPlace: needs (N, C, H, W) with even H and W, got %v", s)
+		return tp.placeholder()
+	}
+	out := tp.AllocUninit(s[0], s[1], s[2]/2, s[3]/2)
+	relu := &tensor.Tensor[T]{Shape: s, Data: x.Value.Data}
+	tensor.ReLUAvgPool2x2(out, relu)
+	return tp.Record(out, []*Var[T]{x}, func(g *Var[T], needs []bool) []*Var[T] {
+		if !tp.Recording() {
+			return []*Var[T]{fusedConst(tp, s, func(d *tensor.Tensor[T]) { tensor.ReLUAvgPool2x2Backward(d, g.Value, relu) })}
+		}
+		return []*Var[T]{reluGrad(AvgPool2DBackward(g, 2, 2, 0, s[2], s[3]), tp.Const(relu))}
+	})
+}

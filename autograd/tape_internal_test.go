@@ -131,3 +131,82 @@ func TestReLUInPlaceMatchesReLU(t *testing.T) {
 		}
 	}
 }
+
+// The fused ReLU + 2×2 average pool equals the two operations, in value,
+// first and second derivatives, in float64 and float32.
+func TestReLUAvgPoolFusedMatchesComposite(t *testing.T) {
+	rng := tensor.NewRNG(5, 5)
+	x0 := tensor.New[float64](2, 3, 4, 6)
+	tensor.FillNormal(rng, x0, 0, 1)
+	w0 := tensor.New[float64](2, 3, 2, 3)
+	tensor.FillNormal(rng, w0, 0, 1)
+	run := func(fused bool) (val, g1, g2 []float64) {
+		tp := NewTape[float64]()
+		defer tp.Release()
+		x := tp.Param(x0)
+		h := InstanceNorm(Mul(x, x), nil, nil, 1e-5)
+		var p *Var[float64]
+		if fused {
+			p = ReLUAvgPool2x2InPlace(h)
+		} else {
+			p = AvgPool2D(ReLU(h), 2, 2, 0)
+		}
+		loss := Sum(Mul(Tanh(p), tp.Const(w0)))
+		g, err := tp.Grad([]*Var[float64]{loss}, nil, []*Var[float64]{x}, true)
+		if err != nil {
+			t.Fatal(err)
+		}
+		gg, err := tp.Grad([]*Var[float64]{Sum(Square(g[0]))}, nil, []*Var[float64]{x}, false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		plain, err := tp.Grad([]*Var[float64]{loss}, nil, []*Var[float64]{x}, false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := range g[0].Value.Data {
+			if d := g[0].Value.Data[i] - plain[0].Value.Data[i]; d > 1e-12 || d < -1e-12 {
+				t.Fatalf("fused=%v: recorded and plain first derivatives differ at %d", fused, i)
+			}
+		}
+		return append([]float64{}, p.Value.Data...), append([]float64{}, g[0].Value.Data...), append([]float64{}, gg[0].Value.Data...)
+	}
+	v1, a1, b1 := run(false)
+	v2, a2, b2 := run(true)
+	for _, pair := range [][2][]float64{{v1, v2}, {a1, a2}, {b1, b2}} {
+		for i := range pair[0] {
+			if d := pair[0][i] - pair[1][i]; d > 1e-12 || d < -1e-12 {
+				t.Fatalf("fused and composite differ at %d: %v vs %v", i, pair[0][i], pair[1][i])
+			}
+		}
+	}
+	// float32 kernels (vector path) against float64.
+	x32 := tensor.New[float32](2, 3, 4, 6)
+	for i, v := range x0.Data {
+		x32.Data[i] = float32(v)
+	}
+	out32 := tensor.New[float32](2, 3, 2, 3)
+	tensor.ReLUAvgPool2x2(out32, x32)
+	x64 := x0.Clone()
+	out64 := tensor.New[float64](2, 3, 2, 3)
+	tensor.ReLUAvgPool2x2(out64, x64)
+	for i := range out64.Data {
+		if d := float64(out32.Data[i]) - out64.Data[i]; d > 1e-6 || d < -1e-6 {
+			t.Fatalf("float32 pool %v, float64 %v", out32.Data[i], out64.Data[i])
+		}
+	}
+	g32 := tensor.New[float32](2, 3, 2, 3)
+	g64 := tensor.New[float64](2, 3, 2, 3)
+	for i := range g64.Data {
+		g64.Data[i] = float64(i%5) - 2
+		g32.Data[i] = float32(g64.Data[i])
+	}
+	d32, d64 := tensor.New[float32](2, 3, 4, 6), tensor.New[float64](2, 3, 4, 6)
+	tensor.ReLUAvgPool2x2Backward(d32, g32, x32)
+	tensor.ReLUAvgPool2x2Backward(d64, g64, x64)
+	for i := range d64.Data {
+		if d := float64(d32.Data[i]) - d64.Data[i]; d > 1e-6 || d < -1e-6 {
+			t.Fatalf("float32 backward %v, float64 %v at %d", d32.Data[i], d64.Data[i], i)
+		}
+	}
+}

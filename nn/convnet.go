@@ -135,8 +135,7 @@ func (m *ConvNet[T]) Embed(x *ag.Var[T], ps []*ag.Var[T]) *ag.Var[T] {
 	for i := range m.convs {
 		h = applyConv(m.convs[i], h, ps)
 		h = m.applyNorm(m.norms[i], h, ps)
-		h = applyActAfterLayer(m.cfg.Act, h)
-		h = applyPool(m.cfg.Pool, h)
+		h = applyActPoolAfterLayer(m.cfg.Act, m.cfg.Pool, h)
 	}
 	return ag.Flatten(h)
 }

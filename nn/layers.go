@@ -295,15 +295,19 @@ func applyAct[T Float](act string, x *ag.Var[T]) *ag.Var[T] {
 	return ag.ReLU(x)
 }
 
-// applyActAfterLayer is applyAct for an x that only a convolution or a
-// normalisation has produced and nothing else reads: ReLU then runs in x's
-// buffer (those operations' backward rules never read their output), which
-// saves one activation-sized buffer per block.
-func applyActAfterLayer[T Float](act string, x *ag.Var[T]) *ag.Var[T] {
-	if act == ActReLU || act == "" {
-		return ag.ReLUInPlace(x)
+// applyActPoolAfterLayer applies the activation and the pooling to an x that
+// only a convolution or a normalisation has produced and nothing else reads:
+// ReLU then runs in x's buffer (those operations' backward rules never read
+// their output), which saves one activation-sized buffer per block, and
+// ReLU with 2×2 average pooling is one fused pass.
+func applyActPoolAfterLayer[T Float](act, pool string, x *ag.Var[T]) *ag.Var[T] {
+	if act != ActReLU && act != "" {
+		return applyPool(pool, applyAct(act, x))
 	}
-	return applyAct(act, x)
+	if s := x.Shape(); pool == PoolAvg && len(s) == 4 && s[2]%2 == 0 && s[3]%2 == 0 {
+		return ag.ReLUAvgPool2x2InPlace(x)
+	}
+	return applyPool(pool, ag.ReLUInPlace(x))
 }
 
 // Pooling kinds (the DC ConvNet's net_pooling values): 2×2, stride 2.

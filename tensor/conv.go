@@ -268,10 +268,7 @@ func Conv2D[T Float](dst, x, w, b *Tensor[T], p ConvParams) {
 			var beta T
 			if b != nil {
 				for f, bv := range b.Data {
-					r := out[f*ohw : (f+1)*ohw]
-					for i := range r {
-						r[i] = bv
-					}
+					fillSlice(out[f*ohw:(f+1)*ohw], bv)
 				}
 				beta = 1
 			}

@@ -17,6 +17,8 @@ package tensor
 
 import (
 	"fmt"
+
+	"github.com/fedsim/fedsim/tensor/internal/vec"
 	"slices"
 	"strings"
 )
@@ -116,9 +118,16 @@ func (t *Tensor[T]) String() string {
 func SameShape(a, b []int) bool { return slices.Equal(a, b) }
 
 // Fill sets every element to v.
-func (t *Tensor[T]) Fill(v T) {
-	for i := range t.Data {
-		t.Data[i] = v
+func (t *Tensor[T]) Fill(v T) { fillSlice(t.Data, v) }
+
+// fillSlice sets every element of s to v (vector stores for float32).
+func fillSlice[T Float](s []T, v T) {
+	if f, ok := any(s).([]float32); ok {
+		vec.Fill(f, float32(v))
+		return
+	}
+	for i := range s {
+		s[i] = v
 	}
 }
 
