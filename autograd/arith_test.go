@@ -21,12 +21,30 @@ func positive(seed uint64, shape ...int) *tensor.Tensor[float64] {
 	return t
 }
 
+// gradCase is a function and a point at which its first and second
+// derivatives are checked.
+type gradCase struct {
+	name   string
+	f      gradcheck.Func
+	inputs []*tensor.Tensor[float64]
+}
+
+func checkCases(t *testing.T, cases []gradCase) {
+	t.Helper()
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			if err := gradcheck.Check(c.f, c.inputs, gradcheck.Options{}); err != nil {
+				t.Fatal(err)
+			}
+			if err := gradcheck.CheckSecond(c.f, c.inputs, gradcheck.Options{}); err != nil {
+				t.Fatalf("second order: %v", err)
+			}
+		})
+	}
+}
+
 func TestElementwiseGradients(t *testing.T) {
-	cases := []struct {
-		name   string
-		f      gradcheck.Func
-		inputs []*tensor.Tensor[float64]
-	}{
+	cases := []gradCase{
 		{"add-broadcast", func(tp *Tp, x []*V) *V { return ag.Add(x[0], x[1]) }, []*tensor.Tensor[float64]{gradcheck.Random(1, 2, 3, 4), gradcheck.Random(2, 3, 1)}},
 		{"sub-broadcast", func(tp *Tp, x []*V) *V { return ag.Sub(x[0], x[1]) }, []*tensor.Tensor[float64]{gradcheck.Random(1, 1, 4), gradcheck.Random(2, 3, 1)}},
 		{"mul-broadcast", func(tp *Tp, x []*V) *V { return ag.Mul(x[0], x[1]) }, []*tensor.Tensor[float64]{gradcheck.Random(1, 2, 3, 4), gradcheck.Random(2, 1, 3, 1)}},
@@ -44,16 +62,7 @@ func TestElementwiseGradients(t *testing.T) {
 		{"mean", func(tp *Tp, x []*V) *V { return ag.Square(ag.Mean(x[0])) }, []*tensor.Tensor[float64]{gradcheck.Random(12, 3, 3)}},
 		{"broadcast-to", func(tp *Tp, x []*V) *V { return ag.Square(ag.BroadcastTo(x[0], []int{2, 3, 4})) }, []*tensor.Tensor[float64]{gradcheck.Random(13, 3, 1)}},
 	}
-	for _, c := range cases {
-		t.Run(c.name, func(t *testing.T) {
-			if err := gradcheck.Check(c.f, c.inputs, gradcheck.Options{}); err != nil {
-				t.Fatal(err)
-			}
-			if err := gradcheck.CheckSecond(c.f, c.inputs, gradcheck.Options{}); err != nil {
-				t.Fatalf("second order: %v", err)
-			}
-		})
-	}
+	checkCases(t, cases)
 }
 
 func TestMatMulGradients(t *testing.T) {
@@ -79,27 +88,14 @@ func TestMatMulGradients(t *testing.T) {
 }
 
 func TestShapeOpGradients(t *testing.T) {
-	cases := []struct {
-		name   string
-		f      gradcheck.Func
-		inputs []*tensor.Tensor[float64]
-	}{
+	cases := []gradCase{
 		{"permute", func(tp *Tp, x []*V) *V { return ag.Square(ag.Permute(x[0], 2, 0, 1)) }, []*tensor.Tensor[float64]{gradcheck.Random(1, 2, 3, 4)}},
 		{"slice", func(tp *Tp, x []*V) *V { return ag.Square(ag.Slice(x[0], 1, 1, 3)) }, []*tensor.Tensor[float64]{gradcheck.Random(2, 2, 4, 2)}},
 		{"concat", func(tp *Tp, x []*V) *V { return ag.Square(ag.Concat(1, x[0], x[1], x[0])) }, []*tensor.Tensor[float64]{gradcheck.Random(3, 2, 1, 3), gradcheck.Random(4, 2, 2, 3)}},
 		{"index-rows", func(tp *Tp, x []*V) *V { return ag.Square(ag.IndexRows(x[0], []int{2, 0, 2, 1})) }, []*tensor.Tensor[float64]{gradcheck.Random(5, 3, 2)}},
 		{"reshape-flatten", func(tp *Tp, x []*V) *V { return ag.Square(ag.Flatten(ag.Reshape(x[0], 3, -1))) }, []*tensor.Tensor[float64]{gradcheck.Random(6, 2, 3, 2)}},
 	}
-	for _, c := range cases {
-		t.Run(c.name, func(t *testing.T) {
-			if err := gradcheck.Check(c.f, c.inputs, gradcheck.Options{}); err != nil {
-				t.Fatal(err)
-			}
-			if err := gradcheck.CheckSecond(c.f, c.inputs, gradcheck.Options{}); err != nil {
-				t.Fatalf("second order: %v", err)
-			}
-		})
-	}
+	checkCases(t, cases)
 }
 
 // The gradcheck helper must itself be able to fail: a deliberately wrong
@@ -205,25 +201,12 @@ func TestReleaseReusesBuffers(t *testing.T) {
 }
 
 func TestReductionGradients(t *testing.T) {
-	cases := []struct {
-		name   string
-		f      gradcheck.Func
-		inputs []*tensor.Tensor[float64]
-	}{
+	cases := []gradCase{
 		{"max-axis1", func(tp *Tp, x []*V) *V { return ag.Square(ag.MaxAxis(x[0], 1, false)) }, []*tensor.Tensor[float64]{gradcheck.Random(1, 2, 5, 3)}},
 		{"max-last-keep", func(tp *Tp, x []*V) *V { return ag.Mul(ag.MaxAxis(x[0], -1, true), x[0]) }, []*tensor.Tensor[float64]{gradcheck.Random(2, 3, 4)}},
 		{"variance", func(tp *Tp, x []*V) *V { return ag.Variance(x[0], []int{0, 2}, false, true) }, []*tensor.Tensor[float64]{gradcheck.Random(3, 3, 2, 4)}},
 	}
-	for _, c := range cases {
-		t.Run(c.name, func(t *testing.T) {
-			if err := gradcheck.Check(c.f, c.inputs, gradcheck.Options{}); err != nil {
-				t.Fatal(err)
-			}
-			if err := gradcheck.CheckSecond(c.f, c.inputs, gradcheck.Options{}); err != nil {
-				t.Fatalf("second order: %v", err)
-			}
-		})
-	}
+	checkCases(t, cases)
 	// The value of Variance against a direct computation.
 	tp := ag.NewTape[float64]()
 	x := tensor.New[float64](4)
