@@ -1,4 +1,15 @@
 // Package distill is fedsim's dataset-distillation core.
+//
+// A Distiller (New) runs one method of the survey on a real data set:
+// the coreset baselines (random real images, herding and k-center greedy
+// in a trained ConvNet's feature space), distribution matching (DM) and
+// gradient matching (DC, DSA). Its state can be saved between iterations
+// (Checkpoint) and a run continued exactly (Restore; Run does both), because
+// every random draw of iteration it derives from (seed, it).
+//
+// The result is a SyntheticSet, written as synthetic.npz (DESIGN.md's
+// contract) and drawn as a PNG grid; Evaluate applies the papers'
+// evaluation protocol to it.
 package distill
 
 import (

@@ -1,0 +1,106 @@
+package distill
+
+import (
+	"context"
+	"fmt"
+
+	ag "github.com/fedsim/fedsim/autograd"
+	"github.com/fedsim/fedsim/data"
+	"github.com/fedsim/fedsim/nn"
+	"github.com/fedsim/fedsim/tensor"
+)
+
+// dm is distribution matching (Zhao & Bilen, WACV 2023; survey eq. 31),
+// as the authors' main_DM.py runs it: every iteration a freshly initialised
+// network; for each class a batch of real images and the class's synthetic
+// images, augmented with the same DSA parameters; loss
+// Σ_c ‖mean embed(real_c) − mean embed(syn_c)‖²; one SGD step with
+// momentum on the synthetic images.
+type dm struct {
+	imageState
+}
+
+func (d *dm) Init(_ context.Context, real *data.Dataset) error {
+	if err := d.init(real); err != nil {
+		return err
+	}
+	m, err := nn.New[float32](d.cfg.Model, real.ImageShape(), real.Classes, tensor.NewRNG(0, 0))
+	if err != nil {
+		return fmt.Errorf("distill: %w", err)
+	}
+	if _, ok := m.(nn.Embedder[float32]); !ok {
+		return fmt.Errorf("distill: dm needs a model that exposes its features; %q does not (use a ConvNet)", d.cfg.Model)
+	}
+	return nil
+}
+
+func (d *dm) Step(ctx context.Context, it int) (float64, error) {
+	rng := iterRNG(d.cfg.Seed, it)
+	m, err := nn.New[float32](d.cfg.Model, d.real.ImageShape(), d.real.Classes, rng)
+	if err != nil {
+		return 0, fmt.Errorf("distill: %w", err)
+	}
+	emb := m.(nn.Embedder[float32])
+	if tm, ok := m.(nn.Trainable); ok {
+		tm.SetTraining(true) // net.train() in the reference
+	}
+	var total float64
+	for c := range d.real.Classes {
+		if err := ctx.Err(); err != nil {
+			return 0, fmt.Errorf("distill: iteration %d: %w", it, err)
+		}
+		xr, _ := d.realBatch(c, rng)
+		var aug *data.Augmentation
+		if d.shared != nil {
+			aug = d.shared.Sample(rng, max(xr.Shape[0], d.cfg.IPC), xr.Shape[2], xr.Shape[3])
+		}
+		loss, err := DMLoss(emb, xr, d.classImages(c), aug, classSlice(d.grad, c, d.cfg.IPC))
+		if err != nil {
+			return 0, fmt.Errorf("distill: dm iteration %d class %d: %w", it, c, err)
+		}
+		total += loss
+	}
+	total /= float64(d.real.Classes)
+	if err := d.update(it, total); err != nil {
+		return total, err
+	}
+	return total, nil
+}
+
+// DMLoss returns one class's distribution-matching loss
+// ‖mean embed(A(real)) − mean embed(A(syn))‖² for the network m (its
+// parameters held constant) and writes its gradient with respect to syn
+// into grad (syn's shape). aug, if not nil, is applied to both batches
+// (Siamese augmentation). The real embedding is computed without a graph.
+func DMLoss[T tensor.Float](m nn.Embedder[T], real, syn *tensor.Tensor[T], aug *data.Augmentation, grad *tensor.Tensor[T]) (float64, error) {
+	tp := ag.NewTape[T]()
+	defer tp.Release()
+	var target *tensor.Tensor[T]
+	tp.NoGrad(func() {
+		x := tp.Const(real)
+		if aug != nil {
+			x = data.Apply(aug, x)
+		}
+		mean := ag.MeanAxes(m.Embed(x, nn.BindConst(tp, m)), []int{0}, false)
+		if tp.Err() == nil {
+			target = mean.Value.Clone()
+		}
+	})
+	if err := tp.Err(); err != nil {
+		return 0, err
+	}
+	tp.Release() // the real batch's activations are no longer needed
+	xs := tp.Param(syn)
+	x := xs
+	if aug != nil {
+		x = data.Apply(aug, x)
+	}
+	mean := ag.MeanAxes(m.Embed(x, nn.BindConst(tp, m)), []int{0}, false)
+	loss := ag.Sum(ag.Square(ag.Sub(tp.Const(target), mean)))
+	gs, err := tp.Grad([]*ag.Var[T]{loss}, nil, []*ag.Var[T]{xs}, false)
+	if err != nil {
+		return 0, err
+	}
+	copy(grad.Data, gs[0].Value.Data)
+	return float64(loss.Value.Item()), nil
+}

@@ -1,0 +1,149 @@
+package distill
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"strings"
+
+	ag "github.com/fedsim/fedsim/autograd"
+	"github.com/fedsim/fedsim/data"
+	"github.com/fedsim/fedsim/nn"
+	"github.com/fedsim/fedsim/tensor"
+)
+
+// EvalConfig is the evaluation protocol of the DC/DSA/DM papers: train Runs
+// fresh models from scratch on the synthetic set and test them on the real
+// test set. Start from DefaultEvalConfig: zero Runs, Epochs, BatchSize, LR,
+// Model and DSAStrategy select the defaults, but Momentum and WeightDecay
+// are taken literally.
+type EvalConfig struct {
+	Model     string // a name for nn.New; default "convnet"
+	Runs      int    // models trained; default 5
+	Epochs    int    // default DefaultEvalEpochs(data set)
+	BatchSize int    // default 256
+	// LR (default 0.01) decays ×0.1 at half the epochs (nn.HalfwayDecay).
+	LR, Momentum, WeightDecay float64
+	// DSAStrategy augments every training batch with per-sample DSA
+	// parameters; default by data set (DefaultDSAStrategy); "none" for no
+	// augmentation.
+	DSAStrategy string
+	// Seed: run k initialises its model and draws its batches from streams
+	// derived from (Seed, k).
+	Seed    uint64
+	Context context.Context
+	// Progress, if set, is called after every training step of run k.
+	Progress func(run int, p nn.Progress)
+}
+
+// DefaultEvalConfig returns the reference protocol for the data set named
+// dataset: ConvNet, 5 runs, SGD lr 0.01 momentum 0.9 weight decay 5e-4,
+// ×0.1 at half the epochs, batch 256, DSA augmentation, and
+// DefaultEvalEpochs epochs.
+func DefaultEvalConfig(dataset string) EvalConfig {
+	return EvalConfig{Model: "convnet", Runs: 5, Epochs: DefaultEvalEpochs(dataset), BatchSize: 256,
+		LR: 0.01, Momentum: 0.9, WeightDecay: 5e-4, DSAStrategy: DefaultDSAStrategy(dataset)}
+}
+
+// DefaultEvalEpochs is the reference's training length: 1000 epochs for
+// MNIST, 300 for the other data sets.
+func DefaultEvalEpochs(dataset string) int {
+	if strings.EqualFold(strings.TrimSpace(dataset), "mnist") {
+		return 1000
+	}
+	return 300
+}
+
+// Evaluate trains cfg.Runs fresh cfg.Model networks on syn and returns
+// their accuracies on test, with their mean and (population, as NumPy's
+// np.std) standard deviation. syn must match test's images, classes and
+// normalization. Soft labels are not used yet: training uses syn.Y.
+func Evaluate(syn *SyntheticSet, test *data.Dataset, cfg EvalConfig) (mean, std float64, accs []float64, err error) {
+	if cfg.Model == "" {
+		cfg.Model = "convnet"
+	}
+	if cfg.Runs == 0 {
+		cfg.Runs = 5
+	}
+	if cfg.Epochs == 0 {
+		cfg.Epochs = DefaultEvalEpochs(test.Name)
+	}
+	if cfg.BatchSize == 0 {
+		cfg.BatchSize = 256
+	}
+	if cfg.LR == 0 {
+		cfg.LR = 0.01
+	}
+	if cfg.DSAStrategy == "" {
+		cfg.DSAStrategy = DefaultDSAStrategy(test.Name)
+	}
+	if cfg.Runs < 0 || cfg.Epochs < 0 || cfg.BatchSize < 0 || !(cfg.LR > 0) {
+		return 0, 0, nil, fmt.Errorf("distill: evaluation runs %d, epochs %d, batch %d and learning rate %g must be positive", cfg.Runs, cfg.Epochs, cfg.BatchSize, cfg.LR)
+	}
+	if err := syn.Validate(); err != nil {
+		return 0, 0, nil, err
+	}
+	if err := test.Validate(); err != nil {
+		return 0, 0, nil, err
+	}
+	if err := syn.CheckAgainst(test); err != nil {
+		return 0, 0, nil, err
+	}
+	strategy, err := data.ParseDSAStrategy(cfg.DSAStrategy)
+	if err != nil {
+		return 0, 0, nil, err
+	}
+	if _, err := nn.New[float32](cfg.Model, test.ImageShape(), test.Classes, tensor.NewRNG(0, 0)); err != nil {
+		return 0, 0, nil, fmt.Errorf("distill: %w", err)
+	}
+	ctx := cfg.Context
+	if ctx == nil {
+		ctx = context.Background()
+	}
+	for k := range cfg.Runs {
+		m, err := nn.New[float32](cfg.Model, test.ImageShape(), test.Classes, tensor.NewRNG(cfg.Seed, 1000+uint64(k)))
+		if err != nil {
+			return 0, 0, nil, fmt.Errorf("distill: %w", err)
+		}
+		tc := nn.TrainConfig[float32]{Epochs: cfg.Epochs, BatchSize: cfg.BatchSize, LR: cfg.LR, Momentum: cfg.Momentum,
+			WeightDecay: cfg.WeightDecay, Schedule: nn.HalfwayDecay(cfg.Epochs),
+			Seed: tensor.NewRNG(cfg.Seed, 2000+uint64(k)).Uint64(), Context: ctx}
+		if len(strategy) > 0 {
+			dsa := &data.DSA{Strategy: strategy, Params: data.DefaultDSAParams()}
+			rng := tensor.NewRNG(cfg.Seed, 3000+uint64(k))
+			tc.Augment = func(_ *ag.Tape[float32], x *ag.Var[float32]) *ag.Var[float32] {
+				s := x.Shape()
+				return data.Apply(dsa.Sample(rng, s[0], s[2], s[3]), x)
+			}
+		}
+		var progress func(nn.Progress)
+		if cfg.Progress != nil {
+			progress = func(p nn.Progress) { cfg.Progress(k, p) }
+		}
+		if err := nn.Train[float32](m, syn.Dataset(), tc, progress); err != nil {
+			return 0, 0, nil, fmt.Errorf("distill: evaluation run %d: %w", k+1, err)
+		}
+		acc, _, err := nn.Evaluate[float32](m, test.X, test.Y, 500)
+		if err != nil {
+			return 0, 0, nil, fmt.Errorf("distill: evaluation run %d: %w", k+1, err)
+		}
+		accs = append(accs, acc)
+	}
+	mean, std = MeanStd(accs)
+	return mean, std, accs, nil
+}
+
+// MeanStd returns the mean and the population standard deviation of v.
+func MeanStd(v []float64) (mean, std float64) {
+	if len(v) == 0 {
+		return 0, 0
+	}
+	for _, x := range v {
+		mean += x
+	}
+	mean /= float64(len(v))
+	for _, x := range v {
+		std += (x - mean) * (x - mean)
+	}
+	return mean, math.Sqrt(std / float64(len(v)))
+}

@@ -1,0 +1,147 @@
+package distill
+
+import (
+	"context"
+	"fmt"
+
+	ag "github.com/fedsim/fedsim/autograd"
+	"github.com/fedsim/fedsim/data"
+	"github.com/fedsim/fedsim/nn"
+	"github.com/fedsim/fedsim/tensor"
+)
+
+// gm is gradient matching: DC (Zhao, Mopuri & Bilen, ICLR 2021; survey eq.
+// 21–24) and, with Siamese augmentation, DSA (Zhao & Bilen, ICML 2021; eq.
+// 28), as the authors' main.py runs them. One iteration is one freshly
+// initialised network; for each of OuterLoop steps the per-class distance
+// between the network's gradient on a real batch and on the synthetic
+// images is summed over classes and the images take one SGD step on it;
+// between outer steps the network trains InnerLoop epochs on the synthetic
+// set (lr LRNet, with per-sample DSA augmentation for DSA).
+type gm struct {
+	imageState
+	each *data.DSA // per-sample augmentation for the inner loop (DSA only)
+}
+
+func (g *gm) Init(_ context.Context, real *data.Dataset) error {
+	if err := g.init(real); err != nil {
+		return err
+	}
+	if g.cfg.Method == MethodDC {
+		g.shared = nil
+	} else if g.shared != nil {
+		g.each = &data.DSA{Strategy: g.shared.Strategy, Params: data.DefaultDSAParams()}
+	}
+	return nil
+}
+
+func (g *gm) Step(ctx context.Context, it int) (float64, error) {
+	rng := iterRNG(g.cfg.Seed, it)
+	m, err := nn.New[float32](g.cfg.Model, g.real.ImageShape(), g.real.Classes, rng)
+	if err != nil {
+		return 0, fmt.Errorf("distill: %w", err)
+	}
+	if tm, ok := m.(nn.Trainable); ok {
+		tm.SetTraining(true)
+	}
+	ipc := g.cfg.IPC
+	var total float64
+	for ol := range g.cfg.OuterLoop {
+		var loss float64
+		for c := range g.real.Classes {
+			if err := ctx.Err(); err != nil {
+				return 0, fmt.Errorf("distill: iteration %d: %w", it, err)
+			}
+			xr, yr := g.realBatch(c, rng)
+			var aug *data.Augmentation
+			if g.shared != nil {
+				aug = g.shared.Sample(rng, max(xr.Shape[0], ipc), xr.Shape[2], xr.Shape[3])
+			}
+			l, err := GradMatchLoss(m, xr, yr, g.classImages(c), g.syn.Y[c*ipc:(c+1)*ipc], aug, g.cfg.Match, classSlice(g.grad, c, ipc))
+			if err != nil {
+				return 0, fmt.Errorf("distill: %s iteration %d outer step %d class %d: %w", g.cfg.Method, it, ol, c, err)
+			}
+			loss += l
+		}
+		if err := g.update(it, loss); err != nil {
+			return loss, err
+		}
+		total += loss
+		if ol == g.cfg.OuterLoop-1 || g.cfg.InnerLoop == 0 {
+			continue
+		}
+		tc := nn.TrainConfig[float32]{Epochs: g.cfg.InnerLoop, BatchSize: 256, LR: g.cfg.LRNet, Seed: rng.Uint64(), Context: ctx}
+		if g.each != nil {
+			tc.Augment = func(_ *ag.Tape[float32], x *ag.Var[float32]) *ag.Var[float32] {
+				s := x.Shape()
+				return data.Apply(g.each.Sample(rng, s[0], s[2], s[3]), x)
+			}
+		}
+		if err := nn.Train[float32](m, g.syn.Dataset(), tc, nil); err != nil {
+			return 0, fmt.Errorf("distill: %s iteration %d inner loop: %w", g.cfg.Method, it, err)
+		}
+	}
+	return total / float64(g.real.Classes*g.cfg.OuterLoop), nil
+}
+
+// GradMatchLoss returns one class's gradient-matching loss
+// D(∇θ CE(m(A(syn)), synY), ∇θ CE(m(A(real)), realY)) at m's current
+// parameters θ and writes its gradient with respect to syn into grad
+// (syn's shape). aug, if not nil, is applied to both batches (Siamese
+// augmentation). The real gradient is computed without a graph; the
+// synthetic one with a graph, so the image gradient is exact (second
+// order through the network).
+func GradMatchLoss[T tensor.Float](m nn.Model[T], real *tensor.Tensor[T], realY []int, syn *tensor.Tensor[T], synY []int, aug *data.Augmentation, match MatchConfig, grad *tensor.Tensor[T]) (float64, error) {
+	tp := ag.NewTape[T]()
+	defer tp.Release()
+	xr := tp.Const(real)
+	if aug != nil {
+		xr = data.Apply(aug, xr)
+	}
+	ps := nn.Bind(tp, m)
+	gr, err := tp.Grad([]*ag.Var[T]{ag.CrossEntropy(m.Forward(xr, ps), realY)}, nil, ps, false)
+	if err != nil {
+		return 0, err
+	}
+	target := make([]*tensor.Tensor[T], len(gr))
+	for i, g := range gr {
+		target[i] = g.Value.Clone()
+	}
+	tp.Release()
+
+	xs := tp.Param(syn)
+	x := xs
+	if aug != nil {
+		x = data.Apply(aug, x)
+	}
+	ps = nn.Bind(tp, m)
+	gS, err := tp.Grad([]*ag.Var[T]{ag.CrossEntropy(m.Forward(x, ps), synY)}, nil, ps, true)
+	if err != nil {
+		return 0, err
+	}
+	gT := make([]*ag.Var[T], len(target))
+	for i, t := range target {
+		gT[i] = tp.Const(t)
+	}
+	dist, err := gradDistance(match, gS, gT)
+	if err != nil {
+		return 0, err
+	}
+	gx, err := tp.Grad([]*ag.Var[T]{dist}, nil, []*ag.Var[T]{xs}, false)
+	if err != nil {
+		return 0, err
+	}
+	copy(grad.Data, gx[0].Value.Data)
+	return float64(dist.Value.Item()), nil
+}
+
+// gradDistance is the per-class distance of the gradient-matching
+// objective selected by match (the place for eq. 26's magnitude-aware
+// variant).
+func gradDistance[T tensor.Float](match MatchConfig, gS, gT []*ag.Var[T]) (*ag.Var[T], error) {
+	switch match.Distance {
+	case "", DistanceLayerwise:
+		return LayerwiseGradDistance(gS, gT), nil
+	}
+	return nil, fmt.Errorf("distill: gradient distance %q is not implemented", match.Distance)
+}

@@ -1,0 +1,355 @@
+package cli
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/fedsim/fedsim/data"
+	"github.com/fedsim/fedsim/distill"
+	"github.com/fedsim/fedsim/nn"
+	"github.com/fedsim/fedsim/tensor"
+)
+
+// DistillOptions are the flags of `fedsim distill`.
+type DistillOptions struct {
+	Dataset, DataDir string
+	Method           string
+	IPC, Iters       int
+	Out              string
+	EvalEvery        int
+	EvalModels       []string
+	EvalRuns         int
+	EvalEpochs       int
+	Seed             uint64
+	Resume           bool
+	CheckpointEvery  int
+	// Method hyper-parameters (0 or "": the method's reference value).
+	Model         string
+	BatchReal     int
+	LRImg         float64
+	OuterLoop     int
+	InnerLoop     int
+	Init          string
+	DSAStrategy   string
+	FeatureEpochs int
+	// TrainLimit and TestLimit use only the first N images (0: all), for
+	// quick checks.
+	TrainLimit, TestLimit int
+	Quiet                 bool
+}
+
+// defaultDistillIters is the iteration budget when --iters is not given:
+// the DC/DSA papers' 1000 (the DM paper runs 20 000).
+const defaultDistillIters = 1000
+
+func newDistillCmd(stdout, stderr io.Writer) *cobra.Command {
+	o := &DistillOptions{}
+	cmd := &cobra.Command{
+		Use:   "distill",
+		Short: "Distill a real data set into a few synthetic images per class and evaluate them",
+		Long: `distill condenses the training split of a data set into --ipc images per
+class with one of the survey's methods, then trains fresh models on them and
+reports test accuracy (mean ± std over --eval-runs models).
+
+Methods: random, herding and kcenter select real images (herding and kcenter
+in the feature space of a ConvNet trained briefly on the real data); dm
+matches mean embeddings of randomly initialised ConvNets (Zhao & Bilen); dc
+and dsa match per-class training gradients (Zhao et al.), dsa with Siamese
+augmentation.
+
+--out DIR receives synthetic.npz (x, y, mean, std: numpy.load reads it),
+grid.png (one row per class), report.json, and checkpoint.npz, written
+atomically every --checkpoint-every iterations; --resume continues from it.
+A run that diverges stops with an error and keeps its last good checkpoint.`,
+		Args: cobra.NoArgs,
+		RunE: func(c *cobra.Command, _ []string) error {
+			return RunDistill(c.Context(), o, stdout, stderr)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&o.Dataset, "dataset", "mnist", "data set: "+strings.Join(data.Names(), ", "))
+	f.StringVar(&o.DataDir, "data-dir", "", "folder with the data set's files (overrides the built-in locations)")
+	f.StringVar(&o.Method, "method", distill.MethodDM, "method: "+strings.Join(distill.Methods(), ", "))
+	f.IntVar(&o.IPC, "ipc", 1, "synthetic images per class")
+	f.IntVar(&o.Iters, "iters", 0, fmt.Sprintf("iterations of dm, dc and dsa (0: %d)", defaultDistillIters))
+	f.StringVar(&o.Out, "out", "", "output folder (required)")
+	f.IntVar(&o.EvalEvery, "eval-every", 0, "also evaluate every K iterations (0: only at the end)")
+	f.StringSliceVar(&o.EvalModels, "eval-models", []string{"convnet"}, "models to evaluate on the synthetic set, comma-separated ("+strings.Join(nn.ModelNames(), ", ")+")")
+	f.IntVar(&o.EvalRuns, "eval-runs", 5, "models trained per evaluation (0: no evaluation)")
+	f.IntVar(&o.EvalEpochs, "eval-epochs", 0, "training epochs per evaluation model (0: 1000 for mnist, 300 otherwise, as in the papers)")
+	f.Uint64Var(&o.Seed, "seed", 1, "random seed (the whole run is reproducible from it)")
+	f.BoolVar(&o.Resume, "resume", false, "continue from DIR/checkpoint.npz")
+	f.IntVar(&o.CheckpointEvery, "checkpoint-every", 50, "write DIR/checkpoint.npz every K iterations")
+	f.StringVar(&o.Model, "model", "", "network used for matching and for the coreset feature space (default convnet)")
+	f.IntVar(&o.BatchReal, "batch-real", 0, "real images per class per iteration (0: 256)")
+	f.Float64Var(&o.LRImg, "lr-img", 0, "learning rate of the synthetic images (0: dm 1.0, dc/dsa 0.1)")
+	f.IntVar(&o.OuterLoop, "outer-loop", 0, "dc/dsa image updates per network (0: by IPC, as the reference)")
+	f.IntVar(&o.InnerLoop, "inner-loop", 0, "dc/dsa network epochs between image updates (0: by IPC)")
+	f.StringVar(&o.Init, "init", "", "initial synthetic images: real or noise (default: noise for dc, real otherwise)")
+	f.StringVar(&o.DSAStrategy, "dsa-strategy", "", "augmentation of dm, dsa and evaluation (default by data set; none to turn off)")
+	f.IntVar(&o.FeatureEpochs, "feature-epochs", 0, "epochs of the herding/kcenter feature network on the real data (0: 1)")
+	f.IntVar(&o.TrainLimit, "train-limit", 0, "use only the first N training images (0: all)")
+	f.IntVar(&o.TestLimit, "test-limit", 0, "test on only the first N test images (0: all)")
+	f.BoolVar(&o.Quiet, "quiet", false, "no progress display")
+	return cmd
+}
+
+// EvalRecord is one evaluation of a synthetic set with one model.
+type EvalRecord struct {
+	Iteration int       `json:"iteration"`
+	Model     string    `json:"model"`
+	Runs      int       `json:"runs"`
+	Epochs    int       `json:"epochs"`
+	Mean      float64   `json:"acc_mean"`
+	Std       float64   `json:"acc_std"`
+	Accs      []float64 `json:"accs"`
+	WallS     float64   `json:"wall_s"`
+}
+
+// DistillReport is report.json.
+type DistillReport struct {
+	Dataset      string         `json:"dataset"`
+	Method       string         `json:"method"`
+	IPC          int            `json:"ipc"`
+	Iterations   int            `json:"iterations"`
+	Seed         uint64         `json:"seed"`
+	TrainImages  int            `json:"train_images"`
+	TestImages   int            `json:"test_images"`
+	Config       distill.Config `json:"hyper_parameters"`
+	ResumedAt    int            `json:"resumed_at,omitempty"`
+	FinalLoss    *float64       `json:"final_loss,omitempty"`
+	SecPerIter   float64        `json:"seconds_per_iteration,omitempty"`
+	DistillWallS float64        `json:"distill_wall_s"`
+	EvalWallS    float64        `json:"eval_wall_s"`
+	WallS        float64        `json:"wall_s"`
+	Evals        []EvalRecord   `json:"evaluations"`
+}
+
+// validateEvalFlags checks the evaluation flags shared by distill and eval.
+func validateEvalFlags(models []string, runs, epochs int, shape []int, classes int) error {
+	if runs < 0 {
+		return usagef("--eval-runs %d must not be negative", runs)
+	}
+	if epochs < 0 {
+		return usagef("--eval-epochs %d must not be negative", epochs)
+	}
+	if runs > 0 && len(models) == 0 {
+		return usagef("--eval-models is empty")
+	}
+	for _, m := range models {
+		if _, err := nn.New[float32](m, shape, classes, tensor.NewRNG(0, 0)); err != nil {
+			return usageError{fmt.Errorf("--eval-models: %w", err)}
+		}
+	}
+	return nil
+}
+
+// RunDistill runs `fedsim distill` with o.
+func RunDistill(ctx context.Context, o *DistillOptions, stdout, stderr io.Writer) error {
+	start := time.Now()
+	info, err := data.Lookup(o.Dataset)
+	if err != nil {
+		return usageError{err}
+	}
+	o.Dataset = info.Name
+	o.Method = strings.ToLower(strings.TrimSpace(o.Method))
+	switch {
+	case !slices.Contains(distill.Methods(), o.Method):
+		return usagef("--method %q is not one of %s", o.Method, strings.Join(distill.Methods(), ", "))
+	case o.IPC < 1:
+		return usagef("--ipc %d must be at least 1", o.IPC)
+	case o.Iters < 0:
+		return usagef("--iters %d must not be negative", o.Iters)
+	case o.Out == "":
+		return usagef("--out is required: the folder for synthetic.npz, grid.png and report.json")
+	case o.EvalEvery < 0:
+		return usagef("--eval-every %d must not be negative", o.EvalEvery)
+	case o.CheckpointEvery < 0:
+		return usagef("--checkpoint-every %d must not be negative", o.CheckpointEvery)
+	case o.TrainLimit < 0 || o.TestLimit < 0:
+		return usagef("--train-limit and --test-limit must not be negative")
+	}
+	if o.Iters == 0 {
+		o.Iters = defaultDistillIters
+	}
+	if o.EvalEpochs == 0 {
+		o.EvalEpochs = distill.DefaultEvalEpochs(o.Dataset)
+	}
+	shape := []int{info.Channels, info.Height, info.Width}
+	if err := validateEvalFlags(o.EvalModels, o.EvalRuns, o.EvalEpochs, shape, info.Classes); err != nil {
+		return err
+	}
+	cfg := distill.Config{Method: o.Method, IPC: o.IPC, Seed: o.Seed, Model: o.Model, BatchReal: o.BatchReal,
+		LRImg: o.LRImg, OuterLoop: o.OuterLoop, InnerLoop: o.InnerLoop, Init: o.Init, DSAStrategy: o.DSAStrategy,
+		FeatureEpochs: o.FeatureEpochs}
+	d, err := distill.New(cfg, o.Dataset)
+	if err != nil {
+		return usageError{err}
+	}
+	cfg = d.Config()
+	if err := os.MkdirAll(o.Out, 0o755); err != nil {
+		return fmt.Errorf("cannot create --out folder: %w", err)
+	}
+	ckPath := filepath.Join(o.Out, "checkpoint.npz")
+	if d.Iterative() && !o.Resume {
+		if _, err := os.Stat(ckPath); err == nil {
+			return usagef("%s exists: pass --resume to continue that run, or choose another --out", ckPath)
+		}
+	}
+
+	train, err := data.Load(o.Dataset, "train", o.DataDir)
+	if err != nil {
+		return err
+	}
+	if o.TrainLimit > 0 && o.TrainLimit < train.Len() {
+		train = train.Slice(o.TrainLimit)
+	}
+	for c, n := range train.Histogram() {
+		if n < o.IPC {
+			return usagef("--ipc %d is more than class %d of %s has (%d training images)", o.IPC, c, o.Dataset, n)
+		}
+	}
+	var test *data.Dataset
+	if o.EvalRuns > 0 {
+		if test, err = data.Load(o.Dataset, "test", o.DataDir); err != nil {
+			return err
+		}
+		if o.TestLimit > 0 && o.TestLimit < test.Len() {
+			test = test.Slice(o.TestLimit)
+		}
+	}
+
+	rep := &DistillReport{Dataset: o.Dataset, Method: o.Method, IPC: o.IPC, Seed: o.Seed, TrainImages: train.Len(), Config: cfg}
+	if test != nil {
+		rep.TestImages = test.Len()
+	}
+	evaluate := func(it int, syn *distill.SyntheticSet) error {
+		for _, m := range o.EvalModels {
+			r, err := evalModel(ctx, syn, test, m, o.EvalRuns, o.EvalEpochs, o.Seed, o.Quiet, stderr)
+			if err != nil {
+				return err
+			}
+			r.Iteration = it
+			rep.Evals = append(rep.Evals, r)
+			rep.EvalWallS += r.WallS
+			fmt.Fprintf(stdout, "iteration %d  %s  test accuracy %.4f ± %.4f  (%d models × %d epochs)\n", it, m, r.Mean, r.Std, r.Runs, r.Epochs)
+		}
+		return nil
+	}
+
+	if d.Iterative() {
+		rep.Iterations = o.Iters
+		fmt.Fprintf(stdout, "distilling %s with %s: %d images per class, %d iterations, seed %d\n", o.Dataset, o.Method, o.IPC, o.Iters, o.Seed)
+	} else {
+		fmt.Fprintf(stdout, "selecting %d images per class of %s with %s, seed %d\n", o.IPC, o.Dataset, o.Method, o.Seed)
+	}
+	var bar *progress
+	var stepStart time.Time
+	firstIt := -1
+	var lastLoss float64
+	distillStart := time.Now()
+	var evalDuring time.Duration
+	rc := distill.RunConfig{Iterations: o.Iters, CheckpointPath: ckPath, CheckpointEvery: o.CheckpointEvery, Resume: o.Resume,
+		BeforeFirst: func(first int) {
+			firstIt = first
+			stepStart = time.Now()
+			label := "distill"
+			if first > 0 {
+				label = fmt.Sprintf("distill (resumed after %d)", first)
+			}
+			bar = newProgress(stderr, label, o.Iters-first, o.Quiet)
+		},
+		AfterStep: func(it int, loss float64) error {
+			lastLoss = loss
+			done := it + 1 - firstIt
+			rate := float64(done) / max(time.Since(stepStart).Seconds()-evalDuring.Seconds(), 1e-9)
+			bar.update(done, fmt.Sprintf("loss %.4f %.3g it/s", loss, rate))
+			if o.EvalEvery > 0 && (it+1)%o.EvalEvery == 0 && it+1 < o.Iters && o.EvalRuns > 0 {
+				t0 := time.Now()
+				err := evaluate(it+1, d.Synthetic().Clone())
+				evalDuring += time.Since(t0)
+				return err
+			}
+			return nil
+		}}
+	resumedAt, err := distill.Run(ctx, d, train, rc)
+	if bar != nil {
+		bar.finish()
+	}
+	if err != nil {
+		return err
+	}
+	rep.ResumedAt = resumedAt
+	rep.DistillWallS = time.Since(distillStart).Seconds() - evalDuring.Seconds()
+	if firstIt >= 0 {
+		rep.SecPerIter = (time.Since(stepStart).Seconds() - evalDuring.Seconds()) / float64(o.Iters-firstIt)
+	}
+	if d.Iterative() {
+		if resumedAt > 0 {
+			fmt.Fprintf(stdout, "resumed from the checkpoint after %d iterations\n", resumedAt)
+		}
+		if firstIt >= 0 {
+			rep.FinalLoss = &lastLoss
+			fmt.Fprintf(stdout, "distilled in %.1f s (%.3f s per iteration), final loss %.4f\n", rep.DistillWallS, rep.SecPerIter, lastLoss)
+		}
+	}
+	syn := d.Synthetic()
+	if err := syn.Save(filepath.Join(o.Out, "synthetic.npz")); err != nil {
+		return err
+	}
+	if err := distill.WriteGrid(filepath.Join(o.Out, "grid.png"), syn); err != nil {
+		return err
+	}
+	if o.EvalRuns > 0 {
+		it := 0
+		if d.Iterative() {
+			it = o.Iters
+		}
+		if err := evaluate(it, syn); err != nil {
+			return err
+		}
+	}
+	rep.WallS = time.Since(start).Seconds()
+	b, err := json.MarshalIndent(rep, "", "  ")
+	if err != nil {
+		return err
+	}
+	if err := writeFileAtomic(filepath.Join(o.Out, "report.json"), append(b, '\n')); err != nil {
+		return err
+	}
+	_, err = fmt.Fprintf(stdout, "wrote %s, grid.png and report.json (%.0f s)\n", filepath.Join(o.Out, "synthetic.npz"), rep.WallS)
+	return err
+}
+
+// evalModel trains runs fresh models on syn and tests them on test, with
+// a progress display.
+func evalModel(ctx context.Context, syn *distill.SyntheticSet, test *data.Dataset, model string, runs, epochs int, seed uint64, quiet bool, stderr io.Writer) (EvalRecord, error) {
+	t0 := time.Now()
+	cfg := distill.DefaultEvalConfig(test.Name)
+	cfg.Model, cfg.Runs, cfg.Epochs, cfg.Seed, cfg.Context = model, runs, epochs, seed, ctx
+	bar := newProgress(stderr, "eval "+model, runs*epochs, quiet)
+	cfg.Progress = func(run int, p nn.Progress) {
+		if p.EpochDone {
+			bar.update(run*epochs+p.Epoch+1, fmt.Sprintf("model %d/%d epoch %d/%d loss %.4f", run+1, runs, p.Epoch+1, epochs, p.EpochLoss))
+		}
+	}
+	mean, std, accs, err := distill.Evaluate(syn, test, cfg)
+	bar.finish()
+	if err != nil {
+		if errors.Is(err, context.Canceled) {
+			return EvalRecord{}, fmt.Errorf("evaluation of %s interrupted: %w", model, err)
+		}
+		return EvalRecord{}, err
+	}
+	return EvalRecord{Model: model, Runs: runs, Epochs: epochs, Mean: mean, Std: std, Accs: accs, WallS: time.Since(t0).Seconds()}, nil
+}

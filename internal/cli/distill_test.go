@@ -1,0 +1,219 @@
+package cli
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"image/png"
+	"math"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/fedsim/fedsim/distill"
+	"github.com/fedsim/fedsim/internal/npz"
+)
+
+// tinyDistill returns options for a run that takes a second: 500 MNIST
+// training images, a width-8 ConvNet, 16 real images per class, and one
+// evaluation model trained for 2 epochs, tested on 300 images.
+func tinyDistill(method, out string) *DistillOptions {
+	return &DistillOptions{Dataset: "mnist", Method: method, IPC: 1, Iters: 3, Out: out, EvalModels: []string{"convnet-w8"},
+		EvalRuns: 2, EvalEpochs: 2, Seed: 1, CheckpointEvery: 1, Model: "convnet-w8", BatchReal: 16, TrainLimit: 500,
+		TestLimit: 300, Quiet: true}
+}
+
+func runDistillOrSkip(t *testing.T, o *DistillOptions) string {
+	t.Helper()
+	var out, errb bytes.Buffer
+	if err := RunDistill(context.Background(), o, &out, &errb); err != nil {
+		if strings.Contains(err.Error(), "go mod download") {
+			t.Skip(err)
+		}
+		t.Fatalf("%v\nstdout: %s\nstderr: %s", err, out.String(), errb.String())
+	}
+	return out.String()
+}
+
+func TestDistillCommandWritesOutputs(t *testing.T) {
+	for _, method := range []string{"dm", "dsa", "herding"} {
+		dir := t.TempDir()
+		o := tinyDistill(method, dir)
+		if method == "dsa" {
+			o.IPC, o.OuterLoop, o.InnerLoop = 2, 2, 1
+		}
+		o.EvalEvery = 2
+		stdout := runDistillOrSkip(t, o)
+		if !strings.Contains(stdout, "test accuracy") {
+			t.Errorf("%s: stdout %q reports no accuracy", method, stdout)
+		}
+		syn, err := distill.ReadSynthetic(filepath.Join(dir, "synthetic.npz"), 10)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if syn.Len() != 10*o.IPC {
+			t.Fatalf("%s: %d synthetic images", method, syn.Len())
+		}
+		f, err := os.Open(filepath.Join(dir, "grid.png"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		img, err := png.Decode(f)
+		f.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if b := img.Bounds(); b.Dx() < o.IPC*56 || b.Dy() < 10*56 {
+			t.Errorf("%s: grid.png is %v for 10 classes × %d images", method, b, o.IPC)
+		}
+		var rep DistillReport
+		b, err := os.ReadFile(filepath.Join(dir, "report.json"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := json.Unmarshal(b, &rep); err != nil {
+			t.Fatal(err)
+		}
+		if rep.Method != method || rep.IPC != o.IPC || rep.Seed != 1 || rep.WallS <= 0 {
+			t.Errorf("%s: report %+v", method, rep)
+		}
+		last := rep.Evals[len(rep.Evals)-1]
+		if last.Runs != 2 || len(last.Accs) != 2 || last.Mean < 0 || last.Mean > 1 || last.Model != "convnet-w8" {
+			t.Errorf("%s: final evaluation %+v", method, last)
+		}
+		if method == "herding" {
+			if len(rep.Evals) != 1 || rep.Iterations != 0 {
+				t.Errorf("herding: evaluations %+v, iterations %d", rep.Evals, rep.Iterations)
+			}
+			continue
+		}
+		// An intermediate evaluation at iteration 2, then the final one.
+		if len(rep.Evals) != 2 || rep.Evals[0].Iteration != 2 || last.Iteration != 3 || rep.FinalLoss == nil {
+			t.Errorf("%s: evaluations %+v, final loss %v", method, rep.Evals, rep.FinalLoss)
+		}
+		if rep.Config.LRImg == 0 || rep.Config.Init == "" {
+			t.Errorf("%s: report lacks the hyper-parameters: %+v", method, rep.Config)
+		}
+	}
+}
+
+// A run stopped after 2 iterations and resumed to 4 writes the same
+// synthetic set as a run of 4; without --resume an existing checkpoint is
+// not overwritten.
+func TestDistillCommandResume(t *testing.T) {
+	full, part := t.TempDir(), t.TempDir()
+	o := tinyDistill("dm", full)
+	o.Iters, o.EvalRuns = 4, 0
+	runDistillOrSkip(t, o)
+
+	o = tinyDistill("dm", part)
+	o.Iters, o.EvalRuns = 2, 0
+	runDistillOrSkip(t, o)
+	o.Iters = 4
+	var out, errb bytes.Buffer
+	err := RunDistill(context.Background(), o, &out, &errb)
+	if err == nil || !strings.Contains(err.Error(), "pass --resume") {
+		t.Fatalf("second run without --resume: %v", err)
+	}
+	o.Resume = true
+	stdout := runDistillOrSkip(t, o)
+	if !strings.Contains(stdout, "resumed from the checkpoint after 2 iterations") {
+		t.Errorf("stdout %q does not mention the resume", stdout)
+	}
+	a, err := npz.Read(filepath.Join(full, "synthetic.npz"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := npz.Read(filepath.Join(part, "synthetic.npz"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	xa, xb := a["x"].Data.([]float32), b["x"].Data.([]float32)
+	for i := range xa {
+		if xa[i] != xb[i] {
+			t.Fatalf("resumed run differs at value %d: %v vs %v", i, xa[i], xb[i])
+		}
+	}
+}
+
+func TestEvalCommand(t *testing.T) {
+	dir := t.TempDir()
+	o := tinyDistill("random", dir)
+	o.EvalRuns = 0
+	runDistillOrSkip(t, o)
+	var out, errb bytes.Buffer
+	eo := &EvalOptions{Synthetic: filepath.Join(dir, "synthetic.npz"), EvalModels: []string{"convnet-w8", "mlp"}, EvalRuns: 2,
+		EvalEpochs: 2, Seed: 1, TestLimit: 200, JSON: true, Quiet: true}
+	if err := RunEval(context.Background(), eo, &out, &errb); err != nil {
+		t.Fatal(err)
+	}
+	var rep EvalReport
+	if err := json.Unmarshal(out.Bytes(), &rep); err != nil {
+		t.Fatalf("%v: %q", err, out.String())
+	}
+	if rep.Dataset != "mnist" || rep.Images != 10 || len(rep.Evals) != 2 || rep.TestImages != 200 {
+		t.Fatalf("report %+v", rep)
+	}
+	for _, e := range rep.Evals {
+		if len(e.Accs) != 2 || e.Mean < 0 || e.Mean > 1 {
+			t.Errorf("evaluation %+v", e)
+		}
+	}
+}
+
+func TestDistillAndEvalBadInput(t *testing.T) {
+	dir := t.TempDir()
+	// A synthetic set with a NaN, one with a wrong dtype, one that fits no data set.
+	writeNPZ := func(name string, arrays ...*npz.Array) string {
+		p := filepath.Join(dir, name)
+		if err := npz.Write(p, arrays); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	mk := func(name string, shape []int, d any) *npz.Array {
+		a, err := npz.New(name, shape, d)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return a
+	}
+	nan := make([]float32, 28*28)
+	nan[7] = float32(math.NaN())
+	nanPath := writeNPZ("nan.npz", mk("x", []int{1, 1, 28, 28}, nan), mk("y", []int{1}, []int64{0}),
+		mk("mean", []int{1}, []float32{0.1307}), mk("std", []int{1}, []float32{0.3081}))
+	dtypePath := writeNPZ("dtype.npz", mk("x", []int{1, 1, 28, 28}, make([]float64, 28*28)), mk("y", []int{1}, []int64{0}),
+		mk("mean", []int{1}, []float32{0.1307}), mk("std", []int{1}, []float32{0.3081}))
+	oddPath := writeNPZ("odd.npz", mk("x", []int{1, 1, 5, 5}, make([]float32, 25)), mk("y", []int{1}, []int64{0}),
+		mk("mean", []int{1}, []float32{0.5}), mk("std", []int{1}, []float32{0.5}))
+	labelPath := writeNPZ("label.npz", mk("x", []int{1, 1, 28, 28}, make([]float32, 28*28)), mk("y", []int{1}, []int64{12}),
+		mk("mean", []int{1}, []float32{0.1307}), mk("std", []int{1}, []float32{0.3081}))
+	out := filepath.Join(dir, "out")
+	cases := []struct {
+		args []string
+		code int
+		want string
+	}{
+		{[]string{"distill", "--method", "mtt", "--out", out}, 2, `--method "mtt"`},
+		{[]string{"distill", "--dataset", "imagenet", "--out", out}, 2, "imagenet"},
+		{[]string{"distill", "--ipc", "0", "--out", out}, 2, "--ipc 0"},
+		{[]string{"distill", "--method", "dm"}, 2, "--out is required"},
+		{[]string{"distill", "--ipc", "60", "--train-limit", "300", "--out", out, "--eval-runs", "0"}, 2, "--ipc 60 is more than class"},
+		{[]string{"distill", "--eval-models", "transformer", "--out", out}, 2, "transformer"},
+		{[]string{"distill", "--init", "zeros", "--out", out}, 2, `initialisation "zeros"`},
+		{[]string{"eval"}, 2, "--synthetic is required"},
+		{[]string{"eval", "--synthetic", nanPath}, 2, "non-finite"},
+		{[]string{"eval", "--synthetic", dtypePath}, 2, `"x" has dtype float64, want float32`},
+		{[]string{"eval", "--synthetic", oddPath}, 2, "pass --dataset"},
+		{[]string{"eval", "--synthetic", labelPath}, 2, "label 12 at index 0 is out of range for 10 classes"},
+		{[]string{"eval", "--synthetic", filepath.Join(dir, "absent.npz")}, 2, "absent.npz"},
+	}
+	for _, c := range cases {
+		var o, e bytes.Buffer
+		code := Main(c.args, &o, &e)
+		if code != c.code || !strings.Contains(o.String()+e.String(), c.want) {
+			t.Errorf("%v: exit %d, output %q; want exit %d mentioning %q", c.args, code, o.String()+e.String(), c.code, c.want)
+		}
+	}
+}
