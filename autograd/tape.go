@@ -22,7 +22,6 @@
 package autograd
 
 import (
-	"errors"
 	"fmt"
 
 	"github.com/fedsim/fedsim/tensor"
@@ -219,10 +218,6 @@ func tapeOf[T Float](op string, vs ...*Var[T]) (tp *Tape[T], ok bool) {
 	}
 	return tp, tp.err == nil
 }
-
-// ErrNoPath is wrapped by Grad's error when an output does not depend on
-// any variable at all.
-var ErrNoPath = errors.New("autograd: output does not depend on any variable that requires a gradient")
 
 // Grad returns the gradients of Σ_i <seeds[i], outputs[i]> with respect to
 // each of wrt. A nil seeds slice (or nil entry) means ones, so for a scalar
