@@ -32,6 +32,11 @@ type EvalConfig struct {
 	// derived from (Seed, k).
 	Seed    uint64
 	Context context.Context
+	// ZCA, if set, whitens the synthetic images (read in the normalized
+	// space, as synthetic.npz holds them) and the test images before
+	// training and testing, as MTT, FTD, TESLA and KIP evaluate sets
+	// distilled in ZCA space.
+	ZCA *ZCA
 	// Progress, if set, is called after every training step of run k.
 	Progress func(run int, p nn.Progress)
 }
@@ -57,7 +62,11 @@ func DefaultEvalEpochs(dataset string) int {
 // Evaluate trains cfg.Runs fresh cfg.Model networks on syn and returns
 // their accuracies on test, with their mean and (population, as NumPy's
 // np.std) standard deviation. syn must match test's images, classes and
-// normalization. Soft labels are not used yet: training uses syn.Y.
+// normalization. When syn.YSoft is set the models train against the soft
+// labels: syn.YSoft holds label logits, as the trajectory-matching
+// distillers learn them (mtt.go), and image i's target distribution is
+// softmax(YSoft[i]) (TrainSoft: soft cross entropy). Otherwise they train
+// against syn.Y (nn.Train).
 func Evaluate(syn *SyntheticSet, test *data.Dataset, cfg EvalConfig) (mean, std float64, accs []float64, err error) {
 	if cfg.Model == "" {
 		cfg.Model = "convnet"
@@ -100,6 +109,14 @@ func Evaluate(syn *SyntheticSet, test *data.Dataset, cfg EvalConfig) (mean, std 
 	if ctx == nil {
 		ctx = context.Background()
 	}
+	if cfg.ZCA != nil {
+		if syn, err = cfg.ZCA.ImportSet(syn); err != nil {
+			return 0, 0, nil, err
+		}
+		if test, err = cfg.ZCA.Dataset(test); err != nil {
+			return 0, 0, nil, err
+		}
+	}
 	for k := range cfg.Runs {
 		m, err := nn.New[float32](cfg.Model, test.ImageShape(), test.Classes, tensor.NewRNG(cfg.Seed, 1000+uint64(k)))
 		if err != nil {
@@ -120,7 +137,11 @@ func Evaluate(syn *SyntheticSet, test *data.Dataset, cfg EvalConfig) (mean, std 
 		if cfg.Progress != nil {
 			progress = func(p nn.Progress) { cfg.Progress(k, p) }
 		}
-		if err := nn.Train[float32](m, syn.Dataset(), tc, progress); err != nil {
+		train := func() error { return nn.Train[float32](m, syn.Dataset(), tc, progress) }
+		if syn.YSoft != nil {
+			train = func() error { return TrainSoft(m, syn.X, SoftTargets(syn.YSoft), tc, progress) }
+		}
+		if err := train(); err != nil {
 			return 0, 0, nil, fmt.Errorf("distill: evaluation run %d: %w", k+1, err)
 		}
 		acc, _, err := nn.Evaluate[float32](m, test.X, test.Y, 500)

@@ -18,9 +18,16 @@ import (
 // images is summed over classes and the images take one SGD step on it;
 // between outer steps the network trains InnerLoop epochs on the synthetic
 // set (lr LRNet, with per-sample DSA augmentation for DSA).
+//
+// Match.ClassSum matches the sum over classes of the gradients once per
+// outer step (DCC, eq. 25; GradMatchLossSum) instead of summing per-class
+// distances; Match.Distance selects eq. 23 or eq. 26; innerReal trains the
+// network on real data instead of the synthetic set (IDC, eq. 27;
+// GMOptions).
 type gm struct {
 	imageState
-	each *data.DSA // per-sample augmentation for the inner loop (DSA only)
+	each      *data.DSA // per-sample augmentation for the inner loop (DSA only)
+	innerReal bool      // inner loop on real data (GMOptions.InnerReal)
 }
 
 func (g *gm) Init(_ context.Context, real *data.Dataset) error {
@@ -48,7 +55,16 @@ func (g *gm) Step(ctx context.Context, it int) (float64, error) {
 	var total float64
 	for ol := range g.cfg.OuterLoop {
 		var loss float64
-		for c := range g.real.Classes {
+		perClass := g.real.Classes
+		if g.cfg.Match.ClassSum {
+			perClass = 0 // one distance of the class sums instead
+			l, err := g.classSumLoss(ctx, m, rng)
+			if err != nil {
+				return 0, fmt.Errorf("distill: %s iteration %d outer step %d: %w", g.cfg.Method, it, ol, err)
+			}
+			loss = l
+		}
+		for c := range perClass {
 			if err := ctx.Err(); err != nil {
 				return 0, fmt.Errorf("distill: iteration %d: %w", it, err)
 			}
@@ -70,18 +86,49 @@ func (g *gm) Step(ctx context.Context, it int) (float64, error) {
 		if ol == g.cfg.OuterLoop-1 || g.cfg.InnerLoop == 0 {
 			continue
 		}
+		var set nn.Dataset[float32] = g.syn.Dataset()
 		tc := nn.TrainConfig[float32]{Epochs: g.cfg.InnerLoop, BatchSize: 256, LR: g.cfg.LRNet, Seed: rng.Uint64(), Context: ctx}
+		if g.innerReal {
+			set = randomRealSubset(g.real, 256*realInnerSteps(g.cfg.InnerLoop, g.syn.Len()), rng)
+			tc.Epochs = 1
+		}
 		if g.each != nil {
 			tc.Augment = func(_ *ag.Tape[float32], x *ag.Var[float32]) *ag.Var[float32] {
 				s := x.Shape()
 				return data.Apply(g.each.Sample(rng, s[0], s[2], s[3]), x)
 			}
 		}
-		if err := nn.Train[float32](m, g.syn.Dataset(), tc, nil); err != nil {
+		if err := nn.Train[float32](m, set, tc, nil); err != nil {
 			return 0, fmt.Errorf("distill: %s iteration %d inner loop: %w", g.cfg.Method, it, err)
 		}
 	}
+	if g.cfg.Match.ClassSum {
+		return total / float64(g.cfg.OuterLoop), nil
+	}
 	return total / float64(g.real.Classes*g.cfg.OuterLoop), nil
+}
+
+// classSumLoss runs one outer step's DCC objective (eq. 25) over all
+// classes and writes the image gradient into g.grad.
+func (g *gm) classSumLoss(ctx context.Context, m nn.Model[float32], rng *tensor.RNG) (float64, error) {
+	k, ipc := g.real.Classes, g.cfg.IPC
+	real, synX, grads := make([]*tensor.Tensor[float32], k), make([]*tensor.Tensor[float32], k), make([]*tensor.Tensor[float32], k)
+	realY, synY := make([][]int, k), make([][]int, k)
+	var augs []*data.Augmentation
+	if g.shared != nil {
+		augs = make([]*data.Augmentation, k)
+	}
+	for c := range k {
+		if err := ctx.Err(); err != nil {
+			return 0, err
+		}
+		real[c], realY[c] = g.realBatch(c, rng)
+		if augs != nil {
+			augs[c] = g.shared.Sample(rng, max(real[c].Shape[0], ipc), real[c].Shape[2], real[c].Shape[3])
+		}
+		synX[c], synY[c], grads[c] = g.classImages(c), g.syn.Y[c*ipc:(c+1)*ipc], classSlice(g.grad, c, ipc)
+	}
+	return GradMatchLossSum(m, real, realY, synX, synY, augs, g.cfg.Match, grads)
 }
 
 // GradMatchLoss returns one class's gradient-matching loss
@@ -136,12 +183,14 @@ func GradMatchLoss[T tensor.Float](m nn.Model[T], real *tensor.Tensor[T], realY 
 }
 
 // gradDistance is the per-class distance of the gradient-matching
-// objective selected by match (the place for eq. 26's magnitude-aware
-// variant).
+// objective selected by match: eq. 23 (layer-wise cosine) or eq. 26
+// (magnitude-aware).
 func gradDistance[T tensor.Float](match MatchConfig, gS, gT []*ag.Var[T]) (*ag.Var[T], error) {
 	switch match.Distance {
 	case "", DistanceLayerwise:
 		return LayerwiseGradDistance(gS, gT), nil
+	case DistanceMagnitude:
+		return MagnitudeGradDistance(gS, gT), nil
 	}
 	return nil, fmt.Errorf("distill: gradient distance %q is not implemented", match.Distance)
 }
