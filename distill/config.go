@@ -20,11 +20,20 @@ const (
 	MethodDM      = "dm"      // distribution matching (Zhao & Bilen)
 	MethodDC      = "dc"      // gradient matching (Zhao et al.)
 	MethodDSA     = "dsa"     // gradient matching with Siamese augmentation
+	MethodMTT     = "mtt"     // trajectory matching (Cazenavette et al.)
+	MethodFTD     = "ftd"     // MTT with noisy starting weights (Du et al.)
+	MethodTESLA   = "tesla"   // MTT with a constant-memory meta-gradient and soft labels (Cui et al.)
 )
 
 // Methods lists the method names New accepts, in a fixed order.
 func Methods() []string {
-	return []string{MethodRandom, MethodHerding, MethodKCenter, MethodDM, MethodDC, MethodDSA}
+	return []string{MethodRandom, MethodHerding, MethodKCenter, MethodDM, MethodDC, MethodDSA, MethodCAFE, MethodMTT, MethodFTD, MethodTESLA}
+}
+
+// IsTrajectoryMethod reports whether method matches expert trajectories
+// (mtt, ftd, tesla) and so needs a trajectory buffer (Config.TM.Buffer).
+func IsTrajectoryMethod(method string) bool {
+	return method == MethodMTT || method == MethodFTD || method == MethodTESLA
 }
 
 // Initialisations of the synthetic images.
@@ -50,6 +59,9 @@ type MatchConfig struct {
 	// ClassSum matches the sum of the per-class gradients (DCC, eq. 25)
 	// instead of summing the per-class distances (eq. 24).
 	ClassSum bool `json:"class_sum"`
+	// InnerReal trains the matching network on real data between outer
+	// steps instead of on the synthetic set (IDC, eq. 27).
+	InnerReal bool `json:"inner_real"`
 }
 
 // Config configures a distillation run. Zero values select the reference
@@ -93,6 +105,131 @@ type Config struct {
 	// instead (it must accept the data set's images).
 	FeatureEpochs int                  `json:"feature_epochs"`
 	FeatureNet    nn.Embedder[float32] `json:"-"`
+	// TM configures trajectory matching (mtt, ftd, tesla).
+	TM TMConfig `json:"tm"`
+	// TMState is not configuration: it carries trajectory matching's
+	// optimiser state (the learned step size and momenta) inside a
+	// Checkpoint, whose file holds the configuration as JSON. It is nil in
+	// a run's own configuration and ignored when a checkpoint's
+	// configuration is compared with the run's.
+	TMState *TMState `json:"tm_state,omitempty"`
+}
+
+// Soft-label modes (TMConfig.Labels).
+const (
+	LabelsHard = "hard" // the class labels
+	LabelsSoft = "soft" // learnable logits initialised from an expert (TESLA)
+)
+
+// TMConfig configures trajectory matching. Zero values select the
+// defaults documented in docs/trajectory-matching.md (MTT's CIFAR-10
+// settings; the MTT paper has no MNIST row).
+type TMConfig struct {
+	// Buffer is the folder of expert trajectories (`fedsim distill buffer`).
+	Buffer string `json:"buffer"`
+	// SynSteps (N) is the number of student steps on synthetic batches;
+	// ExpertEpochs (M) how many expert epochs they are matched against;
+	// the start epoch is drawn uniformly from [0, MaxStartEpoch).
+	SynSteps      int `json:"syn_steps"`
+	ExpertEpochs  int `json:"expert_epochs"`
+	MaxStartEpoch int `json:"max_start_epoch"`
+	// BatchSyn is the synthetic minibatch of a student step (0: the whole
+	// set, as the reference).
+	BatchSyn int `json:"batch_syn"`
+	// LRInit is the initial learnable student step size α (the
+	// reference's lr_teacher, 0.01); LRLR is α's SGD learning rate
+	// (momentum Config.Momentum).
+	LRInit float64 `json:"lr_init"`
+	LRLR   float64 `json:"lr_lr"`
+	// StartNoise (FTD) perturbs the student's starting weights: each
+	// tensor p gets Gaussian noise of standard deviation
+	// StartNoise·rms(p). Default 0.01 for ftd, 0 otherwise.
+	StartNoise float64 `json:"start_noise"`
+	// Labels is LabelsHard or LabelsSoft (default soft for tesla, hard
+	// otherwise); LRLabel is the soft labels' SGD learning rate.
+	Labels  string  `json:"labels"`
+	LRLabel float64 `json:"lr_label"`
+	// FixedAdjoint selects TESLA's published first-order pass, which holds
+	// the adjoint 2(θ_N − θ*)/D fixed across steps (it ignores how earlier
+	// batches move later parameters). The default (false) carries the
+	// adjoint back through every step's Hessian-vector product, so tesla's
+	// gradient equals mtt's exactly at the same cost per step.
+	FixedAdjoint bool `json:"fixed_adjoint"`
+}
+
+// TMState is trajectory matching's optimiser state in a checkpoint.
+type TMState struct {
+	LR            float32   `json:"lr"`
+	LRVelocity    float32   `json:"lr_velocity"`
+	LabelVelocity []float32 `json:"label_velocity,omitempty"`
+}
+
+// tmDefaults fills trajectory matching's zero fields.
+func (cfg Config) tmDefaults() Config {
+	t := &cfg.TM
+	if t.SynSteps == 0 {
+		t.SynSteps = 50
+		if cfg.IPC > 1 {
+			t.SynSteps = 30
+		}
+	}
+	if t.ExpertEpochs == 0 {
+		t.ExpertEpochs = 2
+	}
+	if t.MaxStartEpoch == 0 {
+		switch {
+		case cfg.IPC <= 1:
+			t.MaxStartEpoch = 2
+		case cfg.IPC <= 10:
+			t.MaxStartEpoch = 20
+		default:
+			t.MaxStartEpoch = 40
+		}
+	}
+	if t.LRInit == 0 {
+		t.LRInit = 0.01
+	}
+	if t.LRLR == 0 {
+		t.LRLR = 1e-5
+		if cfg.IPC <= 1 {
+			t.LRLR = 1e-7
+		}
+	}
+	if t.StartNoise == 0 && cfg.Method == MethodFTD {
+		t.StartNoise = 0.01
+	}
+	if t.Labels == "" {
+		t.Labels = LabelsHard
+		if cfg.Method == MethodTESLA {
+			t.Labels = LabelsSoft
+		}
+	}
+	if t.LRLabel == 0 && t.Labels == LabelsSoft {
+		t.LRLabel = 2
+	}
+	if cfg.LRImg == 0 {
+		cfg.LRImg = 1000
+	}
+	return cfg
+}
+
+func (t TMConfig) validate() []error {
+	var errs []error
+	if t.SynSteps < 1 || t.ExpertEpochs < 1 || t.MaxStartEpoch < 1 || t.BatchSyn < 0 {
+		errs = append(errs, fmt.Errorf("synthetic steps %d, expert epochs %d and max start epoch %d must be positive and the synthetic batch %d not negative",
+			t.SynSteps, t.ExpertEpochs, t.MaxStartEpoch, t.BatchSyn))
+	}
+	finite := func(v float64) bool { return !math.IsNaN(v) && !math.IsInf(v, 0) }
+	if !(t.LRInit > 0) || !finite(t.LRInit) || !(t.LRLR >= 0) || !finite(t.LRLR) || !(t.LRLabel >= 0) || !finite(t.LRLabel) {
+		errs = append(errs, fmt.Errorf("initial step size %g must be positive and the step-size and label learning rates (%g, %g) finite and not negative", t.LRInit, t.LRLR, t.LRLabel))
+	}
+	if !(t.StartNoise >= 0) || !finite(t.StartNoise) {
+		errs = append(errs, fmt.Errorf("start noise %g must be finite and not negative", t.StartNoise))
+	}
+	if t.Labels != LabelsHard && t.Labels != LabelsSoft {
+		errs = append(errs, fmt.Errorf("labels %q: want %s or %s", t.Labels, LabelsHard, LabelsSoft))
+	}
+	return errs
 }
 
 // Defaults returns cfg with its zero fields set to the method's reference
@@ -113,7 +250,7 @@ func (cfg Config) Defaults(dataset string) Config {
 		if cfg.LRImg == 0 {
 			cfg.LRImg = 1.0
 		}
-	case MethodDC, MethodDSA:
+	case MethodDC, MethodDSA, MethodCAFE:
 		if cfg.LRImg == 0 {
 			cfg.LRImg = 0.1
 		}
@@ -132,7 +269,7 @@ func (cfg Config) Defaults(dataset string) Config {
 	}
 	if cfg.DSAStrategy == "" {
 		cfg.DSAStrategy = "none"
-		if cfg.Method == MethodDM || cfg.Method == MethodDSA {
+		if cfg.Method == MethodDM || cfg.Method == MethodDSA || IsTrajectoryMethod(cfg.Method) {
 			cfg.DSAStrategy = DefaultDSAStrategy(dataset)
 		}
 	}
@@ -141,6 +278,9 @@ func (cfg Config) Defaults(dataset string) Config {
 	}
 	if cfg.FeatureEpochs == 0 {
 		cfg.FeatureEpochs = 1
+	}
+	if IsTrajectoryMethod(cfg.Method) {
+		cfg = cfg.tmDefaults()
 	}
 	return cfg
 }
@@ -178,7 +318,10 @@ func (cfg Config) Validate() error {
 	if cfg.BatchReal < 1 {
 		errs = append(errs, fmt.Errorf("real batch %d must be positive", cfg.BatchReal))
 	}
-	iterative := cfg.Method == MethodDM || cfg.Method == MethodDC || cfg.Method == MethodDSA
+	iterative := cfg.Method == MethodDM || cfg.Method == MethodDC || cfg.Method == MethodDSA || cfg.Method == MethodCAFE || IsTrajectoryMethod(cfg.Method)
+	if IsTrajectoryMethod(cfg.Method) {
+		errs = append(errs, cfg.TM.validate()...)
+	}
 	if iterative && (!(cfg.LRImg > 0) || !(cfg.LRNet > 0) || math.IsInf(cfg.LRImg, 0) || math.IsInf(cfg.LRNet, 0)) {
 		errs = append(errs, fmt.Errorf("learning rates (images %g, network %g) must be positive", cfg.LRImg, cfg.LRNet))
 	}
@@ -194,11 +337,8 @@ func (cfg Config) Validate() error {
 	if _, err := data.ParseDSAStrategy(cfg.DSAStrategy); err != nil {
 		errs = append(errs, err)
 	}
-	if cfg.Match.Distance != DistanceLayerwise {
-		errs = append(errs, fmt.Errorf("gradient distance %q is not implemented (want %s)", cfg.Match.Distance, DistanceLayerwise))
-	}
-	if cfg.Match.ClassSum {
-		errs = append(errs, errors.New("the inter-class gradient sum (DCC) is not implemented yet"))
+	if err := ValidateMatch(cfg.Match); err != nil {
+		errs = append(errs, err)
 	}
 	if cfg.FeatureEpochs < 0 {
 		errs = append(errs, fmt.Errorf("feature-network epochs %d must not be negative", cfg.FeatureEpochs))

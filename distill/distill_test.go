@@ -186,11 +186,10 @@ func TestConfigErrors(t *testing.T) {
 		cfg  Config
 		want string
 	}{
-		{Config{Method: "mtt", IPC: 1}, `unknown method "mtt"`},
+		{Config{Method: "kip", IPC: 1}, `unknown method "kip"`},
 		{Config{Method: "dm", IPC: 0}, "images per class 0"},
 		{Config{Method: "dc", IPC: 1, Init: "zeros"}, `initialisation "zeros"`},
 		{Config{Method: "dsa", IPC: 1, DSAStrategy: "colour"}, "colour"},
-		{Config{Method: "dc", IPC: 1, Match: MatchConfig{ClassSum: true}}, "not implemented"},
 		{Config{Method: "dc", IPC: 1, Match: MatchConfig{Distance: "mse"}}, `"mse" is not implemented`},
 	}
 	for _, c := range cases {

@@ -58,8 +58,12 @@ func New(cfg Config, dataset string) (Distiller, error) {
 		return &coreset{cfg: cfg}, nil
 	case MethodDM:
 		return &dm{imageState: imageState{cfg: cfg}}, nil
+	case MethodMTT, MethodFTD, MethodTESLA:
+		return &tm{imageState: imageState{cfg: cfg}}, nil
+	case MethodCAFE:
+		return newCAFE(cfg), nil
 	default:
-		return &gm{imageState: imageState{cfg: cfg}}, nil
+		return newGM(cfg, GMOptions{InnerReal: cfg.Match.InnerReal}), nil
 	}
 }
 

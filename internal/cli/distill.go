@@ -42,6 +42,23 @@ type DistillOptions struct {
 	Init          string
 	DSAStrategy   string
 	FeatureEpochs int
+	// Gradient-matching options (dc, dsa): distance, DCC's class sum, IDC's
+	// inner loop on real data.
+	MatchDistance string
+	ClassSum      bool
+	InnerReal     bool
+	// Trajectory matching (mtt, ftd, tesla); 0 or "": the defaults.
+	Buffer        string
+	SynSteps      int
+	ExpertEpochs  int
+	MaxStartEpoch int
+	BatchSyn      int
+	LRLR          float64
+	LRInit        float64
+	StartNoise    float64
+	Labels        string
+	LRLabel       float64
+	FixedAdjoint  bool
 	// TrainLimit and TestLimit use only the first N images (0: all), for
 	// quick checks.
 	TrainLimit, TestLimit int
@@ -65,7 +82,10 @@ Methods: random, herding and kcenter select real images (herding and kcenter
 in the feature space of a ConvNet trained briefly on the real data); dm
 matches mean embeddings of randomly initialised ConvNets (Zhao & Bilen); dc
 and dsa match per-class training gradients (Zhao et al.), dsa with Siamese
-augmentation.
+augmentation. mtt, ftd and tesla match expert training trajectories
+(Cazenavette et al.; Du et al.; Cui et al.) from a buffer that
+"fedsim distill buffer" trains first (--buffer DIR); tesla computes the same
+meta-gradient as mtt in constant memory and learns soft labels.
 
 --out DIR receives synthetic.npz (x, y, mean, std: numpy.load reads it),
 grid.png (one row per class), report.json, and checkpoint.npz, written
@@ -97,10 +117,25 @@ A run that diverges stops with an error and keeps its last good checkpoint.`,
 	f.IntVar(&o.InnerLoop, "inner-loop", 0, "dc/dsa network epochs between image updates (0: by IPC)")
 	f.StringVar(&o.Init, "init", "", "initial synthetic images: real or noise (default: noise for dc, real otherwise)")
 	f.StringVar(&o.DSAStrategy, "dsa-strategy", "", "augmentation of dm, dsa and evaluation (default by data set; none to turn off)")
+	f.StringVar(&o.MatchDistance, "match-distance", "", "dc/dsa gradient distance: "+strings.Join(distill.Distances(), " or ")+" (default layerwise)")
+	f.BoolVar(&o.ClassSum, "class-sum", false, "dc/dsa: match the sum of the per-class gradients (DCC, survey eq. 25)")
+	f.BoolVar(&o.InnerReal, "inner-real", false, "dc/dsa: train the matching network on real data between image updates (IDC, eq. 27)")
 	f.IntVar(&o.FeatureEpochs, "feature-epochs", 0, "epochs of the herding/kcenter feature network on the real data (0: 1)")
 	f.IntVar(&o.TrainLimit, "train-limit", 0, "use only the first N training images (0: all)")
 	f.IntVar(&o.TestLimit, "test-limit", 0, "test on only the first N test images (0: all)")
+	f.StringVar(&o.Buffer, "buffer", "", "mtt/ftd/tesla: folder of expert trajectories (from `fedsim distill buffer`)")
+	f.IntVar(&o.SynSteps, "syn-steps", 0, "mtt/ftd/tesla: student steps per iteration (0: 50 at IPC 1, 30 otherwise)")
+	f.IntVar(&o.ExpertEpochs, "expert-epochs", 0, "mtt/ftd/tesla: expert epochs matched (0: 2)")
+	f.IntVar(&o.MaxStartEpoch, "max-start-epoch", 0, "mtt/ftd/tesla: start epochs are drawn below this (0: 2 at IPC 1, 20 at IPC ≤ 10, 40 above)")
+	f.IntVar(&o.BatchSyn, "batch-syn", 0, "mtt/ftd/tesla: synthetic images per student step (0: all)")
+	f.Float64Var(&o.LRLR, "lr-lr", 0, "mtt/ftd/tesla: learning rate of the learned step size (0: 1e-7 at IPC 1, 1e-5 otherwise)")
+	f.Float64Var(&o.LRInit, "lr-teacher", 0, "mtt/ftd/tesla: initial student step size (0: 0.01)")
+	f.Float64Var(&o.StartNoise, "start-noise", 0, "ftd: relative noise on the starting weights (0: 0.01 for ftd)")
+	f.StringVar(&o.Labels, "labels", "", "mtt/ftd/tesla: hard or soft (learned logits from an expert; default soft for tesla)")
+	f.Float64Var(&o.LRLabel, "lr-label", 0, "mtt/ftd/tesla: learning rate of soft labels (0: 2)")
+	f.BoolVar(&o.FixedAdjoint, "fixed-adjoint", false, "tesla: the paper's first-order pass (drops the Hessian terms) instead of the exact one")
 	f.BoolVar(&o.Quiet, "quiet", false, "no progress display")
+	cmd.AddCommand(newDistillBufferCmd(stdout, stderr))
 	return cmd
 }
 
@@ -128,6 +163,7 @@ type DistillReport struct {
 	Config       distill.Config `json:"hyper_parameters"`
 	ResumedAt    int            `json:"resumed_at,omitempty"`
 	FinalLoss    *float64       `json:"final_loss,omitempty"`
+	StepSize     float64        `json:"learned_step_size,omitempty"`
 	SecPerIter   float64        `json:"seconds_per_iteration,omitempty"`
 	DistillWallS float64        `json:"distill_wall_s"`
 	EvalWallS    float64        `json:"eval_wall_s"`
@@ -172,6 +208,8 @@ func RunDistill(ctx context.Context, o *DistillOptions, stdout, stderr io.Writer
 		return usagef("--iters %d must not be negative", o.Iters)
 	case o.Out == "":
 		return usagef("--out is required: the folder for synthetic.npz, grid.png and report.json")
+	case distill.IsTrajectoryMethod(o.Method) && o.Buffer == "":
+		return usagef("--method %s needs --buffer DIR: expert trajectories from `fedsim distill buffer`", o.Method)
 	case o.EvalEvery < 0:
 		return usagef("--eval-every %d must not be negative", o.EvalEvery)
 	case o.CheckpointEvery < 0:
@@ -191,7 +229,11 @@ func RunDistill(ctx context.Context, o *DistillOptions, stdout, stderr io.Writer
 	}
 	cfg := distill.Config{Method: o.Method, IPC: o.IPC, Seed: o.Seed, Model: o.Model, BatchReal: o.BatchReal,
 		LRImg: o.LRImg, OuterLoop: o.OuterLoop, InnerLoop: o.InnerLoop, Init: o.Init, DSAStrategy: o.DSAStrategy,
-		FeatureEpochs: o.FeatureEpochs}
+		FeatureEpochs: o.FeatureEpochs,
+		Match:         distill.MatchConfig{Distance: o.MatchDistance, ClassSum: o.ClassSum, InnerReal: o.InnerReal},
+		TM: distill.TMConfig{Buffer: o.Buffer, SynSteps: o.SynSteps, ExpertEpochs: o.ExpertEpochs, MaxStartEpoch: o.MaxStartEpoch,
+			BatchSyn: o.BatchSyn, LRInit: o.LRInit, LRLR: o.LRLR, StartNoise: o.StartNoise, Labels: o.Labels, LRLabel: o.LRLabel,
+			FixedAdjoint: o.FixedAdjoint}}
 	d, err := distill.New(cfg, o.Dataset)
 	if err != nil {
 		return usageError{err}
@@ -303,6 +345,10 @@ func RunDistill(ctx context.Context, o *DistillOptions, stdout, stderr io.Writer
 			fmt.Fprintf(stdout, "distilled in %.1f s (%.3f s per iteration), final loss %.4f\n", rep.DistillWallS, rep.SecPerIter, lastLoss)
 		}
 	}
+	if s, ok := d.(interface{ StepSize() float64 }); ok {
+		rep.StepSize = s.StepSize()
+		fmt.Fprintf(stdout, "learned student step size %.6g\n", rep.StepSize)
+	}
 	syn := d.Synthetic()
 	if err := syn.Save(filepath.Join(o.Out, "synthetic.npz")); err != nil {
 		return err
@@ -352,4 +398,116 @@ func evalModel(ctx context.Context, syn *distill.SyntheticSet, test *data.Datase
 		return EvalRecord{}, err
 	}
 	return EvalRecord{Model: model, Runs: runs, Epochs: epochs, Mean: mean, Std: std, Accs: accs, WallS: time.Since(t0).Seconds()}, nil
+}
+
+// BufferOptions are the flags of `fedsim distill buffer`.
+type BufferOptions struct {
+	Dataset, DataDir string
+	Model            string
+	Experts, Epochs  int
+	LR               float64
+	Batch            int
+	DSAStrategy      string
+	Seed             uint64
+	Out              string
+	// TrainLimit and TestLimit use only the first N images (0: all);
+	// TestLimit < 0 skips the per-epoch test.
+	TrainLimit, TestLimit int
+	Quiet                 bool
+}
+
+func newDistillBufferCmd(stdout, stderr io.Writer) *cobra.Command {
+	o := &BufferOptions{}
+	cmd := &cobra.Command{
+		Use:   "buffer",
+		Short: "Train expert networks and store their training trajectories for mtt, ftd and tesla",
+		Long: `buffer trains --experts networks on the real training data with plain SGD
+(no momentum, no weight decay, DSA augmentation on every batch, as MTT's
+buffer.py) and stores each one's parameters after every epoch (epochs
+0…--epochs) in --out: compressed expert_NNN.traj files and index.json.
+MTT trains 100 experts × 50 epochs; the defaults here are smaller. Running
+it again on the same folder with the same settings adds the missing experts.`,
+		Args: cobra.NoArgs,
+		RunE: func(c *cobra.Command, _ []string) error {
+			return RunBuffer(c.Context(), o, stdout, stderr)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&o.Dataset, "dataset", "mnist", "data set: "+strings.Join(data.Names(), ", "))
+	f.StringVar(&o.DataDir, "data-dir", "", "folder with the data set's files (overrides the built-in locations)")
+	f.StringVar(&o.Model, "model", "convnet", "expert network (must be the model distillation uses)")
+	f.IntVar(&o.Experts, "experts", 5, "expert trajectories")
+	f.IntVar(&o.Epochs, "epochs", 15, "epochs per expert (MTT: 50)")
+	f.Float64Var(&o.LR, "lr", 0.01, "SGD learning rate (MTT's lr_teacher)")
+	f.IntVar(&o.Batch, "batch", 256, "training batch size")
+	f.StringVar(&o.DSAStrategy, "dsa-strategy", "", "augmentation (default by data set; none to turn off)")
+	f.Uint64Var(&o.Seed, "seed", 1, "random seed")
+	f.StringVar(&o.Out, "out", "", "buffer folder (required)")
+	f.IntVar(&o.TrainLimit, "train-limit", 0, "use only the first N training images (0: all)")
+	f.IntVar(&o.TestLimit, "test-limit", 0, "test each epoch on the first N test images (0: all, -1: no test)")
+	f.BoolVar(&o.Quiet, "quiet", false, "no progress display")
+	return cmd
+}
+
+// RunBuffer runs `fedsim distill buffer` with o.
+func RunBuffer(ctx context.Context, o *BufferOptions, stdout, stderr io.Writer) error {
+	start := time.Now()
+	info, err := data.Lookup(o.Dataset)
+	if err != nil {
+		return usageError{err}
+	}
+	o.Dataset = info.Name
+	switch {
+	case o.Out == "":
+		return usagef("--out is required: the folder for the expert trajectories")
+	case o.Experts < 1 || o.Epochs < 1 || o.Batch < 1:
+		return usagef("--experts %d, --epochs %d and --batch %d must be positive", o.Experts, o.Epochs, o.Batch)
+	case !(o.LR > 0):
+		return usagef("--lr %g must be positive", o.LR)
+	case o.TrainLimit < 0:
+		return usagef("--train-limit must not be negative")
+	}
+	if _, err := nn.New[float32](o.Model, []int{info.Channels, info.Height, info.Width}, info.Classes, tensor.NewRNG(0, 0)); err != nil {
+		return usageError{fmt.Errorf("--model: %w", err)}
+	}
+	if o.DSAStrategy != "" {
+		if _, err := data.ParseDSAStrategy(o.DSAStrategy); err != nil {
+			return usageError{fmt.Errorf("--dsa-strategy: %w", err)}
+		}
+	}
+	train, err := data.Load(o.Dataset, "train", o.DataDir)
+	if err != nil {
+		return err
+	}
+	if o.TrainLimit > 0 && o.TrainLimit < train.Len() {
+		train = train.Slice(o.TrainLimit)
+	}
+	var test *data.Dataset
+	if o.TestLimit >= 0 {
+		if test, err = data.Load(o.Dataset, "test", o.DataDir); err != nil {
+			return err
+		}
+		if o.TestLimit > 0 && o.TestLimit < test.Len() {
+			test = test.Slice(o.TestLimit)
+		}
+	}
+	fmt.Fprintf(stdout, "training %d %s experts for %d epochs on %d %s images (SGD lr %g, batch %d)\n", o.Experts, o.Model, o.Epochs, train.Len(), o.Dataset, o.LR, o.Batch)
+	steps := (train.Len() + o.Batch - 1) / o.Batch
+	bar := newProgress(stderr, "buffer", o.Experts*o.Epochs*steps, o.Quiet)
+	cfg := distill.BufferConfig{Model: o.Model, Experts: o.Experts, Epochs: o.Epochs, LR: o.LR, BatchSize: o.Batch, DSAStrategy: o.DSAStrategy, Seed: o.Seed, Context: ctx,
+		Progress: func(e int, p nn.Progress) {
+			bar.update((e*o.Epochs+p.Epoch)*steps+p.Step+1, fmt.Sprintf("expert %d/%d epoch %d/%d loss %.4f", e+1, o.Experts, p.Epoch+1, o.Epochs, p.EpochLoss))
+		},
+		EpochDone: func(e, ep int, acc float64) {
+			if test != nil {
+				fmt.Fprintf(stdout, "expert %d epoch %d: test accuracy %.4f\n", e, ep+1, acc)
+			}
+		}}
+	b, err := distill.TrainExperts(train, test, cfg, o.Out)
+	bar.finish()
+	if err != nil {
+		return err
+	}
+	_, err = fmt.Fprintf(stdout, "wrote %d expert trajectories of %d epochs (%d parameters each) to %s (%.0f s)\n", b.Experts(), b.Epochs(), b.Index.NumParams, o.Out, time.Since(start).Seconds())
+	return err
 }

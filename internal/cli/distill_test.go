@@ -195,7 +195,8 @@ func TestDistillAndEvalBadInput(t *testing.T) {
 		code int
 		want string
 	}{
-		{[]string{"distill", "--method", "mtt", "--out", out}, 2, `--method "mtt"`},
+		{[]string{"distill", "--method", "kip", "--out", out}, 2, `--method "kip"`},
+		{[]string{"distill", "--method", "mtt", "--out", out}, 2, "--buffer"},
 		{[]string{"distill", "--dataset", "imagenet", "--out", out}, 2, "imagenet"},
 		{[]string{"distill", "--ipc", "0", "--out", out}, 2, "--ipc 0"},
 		{[]string{"distill", "--method", "dm"}, 2, "--out is required"},
@@ -215,5 +216,48 @@ func TestDistillAndEvalBadInput(t *testing.T) {
 		if code != c.code || !strings.Contains(o.String()+e.String(), c.want) {
 			t.Errorf("%v: exit %d, output %q; want exit %d mentioning %q", c.args, code, o.String()+e.String(), c.code, c.want)
 		}
+	}
+}
+
+// `fedsim distill buffer` then `fedsim distill --method tesla --buffer`.
+func TestDistillBufferAndTrajectoryMatching(t *testing.T) {
+	dir := t.TempDir()
+	buf := filepath.Join(dir, "buffer")
+	var out, errb bytes.Buffer
+	bo := &BufferOptions{Dataset: "mnist", Model: "convnet-w8", Experts: 1, Epochs: 3, LR: 0.01, Batch: 64, Seed: 1, Out: buf,
+		TrainLimit: 300, TestLimit: 200, Quiet: true}
+	if err := RunBuffer(context.Background(), bo, &out, &errb); err != nil {
+		if strings.Contains(err.Error(), "go mod download") {
+			t.Skip(err)
+		}
+		t.Fatalf("%v\n%s%s", err, out.String(), errb.String())
+	}
+	if !strings.Contains(out.String(), "expert 0 epoch 3: test accuracy") {
+		t.Errorf("buffer output %q", out.String())
+	}
+	for _, method := range []string{"mtt", "tesla"} {
+		o := tinyDistill(method, filepath.Join(dir, method))
+		o.Buffer, o.SynSteps, o.MaxStartEpoch, o.ExpertEpochs, o.LRImg = buf, 3, 1, 2, 100
+		stdout := runDistillOrSkip(t, o)
+		if !strings.Contains(stdout, "learned student step size") {
+			t.Errorf("%s: stdout %q", method, stdout)
+		}
+		syn, err := distill.ReadSynthetic(filepath.Join(o.Out, "synthetic.npz"), 10)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if (syn.YSoft != nil) != (method == "tesla") {
+			t.Errorf("%s: soft labels %v", method, syn.YSoft != nil)
+		}
+	}
+	// Without a buffer, or with one for another model, the run stops early.
+	o := tinyDistill("mtt", filepath.Join(dir, "nobuf"))
+	if err := RunDistill(context.Background(), o, &out, &errb); err == nil || !strings.Contains(err.Error(), "buffer") {
+		t.Errorf("no buffer: %v", err)
+	}
+	o = tinyDistill("mtt", filepath.Join(dir, "othermodel"))
+	o.Buffer, o.Model, o.MaxStartEpoch = buf, "convnet-w4", 1
+	if err := RunDistill(context.Background(), o, &out, &errb); err == nil || !strings.Contains(err.Error(), "convnet-w4") {
+		t.Errorf("other model: %v", err)
 	}
 }
