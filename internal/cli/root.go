@@ -48,13 +48,22 @@ func NewRootCmd(stdout, stderr io.Writer) *cobra.Command {
 	root := &cobra.Command{
 		Use:           "fedsim",
 		Short:         "Federated-learning simulator whose engine is dataset distillation",
+		Long:          "fedsim is a federated-learning simulator whose engine is dataset distillation.\nWithout a command it runs `fedsim run` (a federated simulation) with the given flags.",
 		SilenceUsage:  true,
 		SilenceErrors: true,
+		Args:          cobra.NoArgs,
+	}
+	// fedsim alone is fedsim run: the root takes run's flags.
+	ro := &RunOptions{}
+	addRunFlags(root.Flags(), ro)
+	root.RunE = func(c *cobra.Command, _ []string) error {
+		ro.Changed = changedFlags(c.Flags())
+		return RunRun(c.Context(), ro, stdout, stderr)
 	}
 	root.SetOut(stdout)
 	root.SetErr(stderr)
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
-	root.AddCommand(newVersionCmd(stdout), newBenchCmd(stdout, stderr), newTrainCmd(stdout, stderr), newDistillCmd(stdout, stderr), newEvalCmd(stdout, stderr))
+	root.AddCommand(newVersionCmd(stdout), newRunCmd(stdout, stderr), newBenchCmd(stdout, stderr), newTrainCmd(stdout, stderr), newDistillCmd(stdout, stderr), newEvalCmd(stdout, stderr))
 	return root
 }
 

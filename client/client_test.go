@@ -1,0 +1,92 @@
+package client
+
+import (
+	"context"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/fedsim/fedsim/data"
+	"github.com/fedsim/fedsim/nn"
+	"github.com/fedsim/fedsim/tensor"
+)
+
+// testClient holds 6 random 8×8 images: five of class 0, one of class 1,
+// none of class 2.
+func testClient(t *testing.T) *Client {
+	t.Helper()
+	x := tensor.New[float32](6, 1, 8, 8)
+	tensor.FillUniform(tensor.NewRNG(1, 1), x, 0, 1)
+	d, err := data.New("mnist", x, []int{0, 0, 1, 0, 0, 0}, 3, []float32{0.5}, []float32{0.25}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := New(4, d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+func TestDistillOneShotAndAroundGlobal(t *testing.T) {
+	c := testClient(t)
+	m, _ := nn.New[float32]("convnet-w4", []int{1, 8, 8}, 3, tensor.NewRNG(2, 0))
+	for _, task := range []*Task{
+		{Kind: KindDistill, Method: MethodDM, IPC: 2, Iterations: 2, BatchReal: 4, Nets: NetsRandom},
+		{Kind: KindDistill, Method: MethodGM, IPC: 2, Iterations: 2, BatchReal: 4, Nets: NetsRandom},
+		{Kind: KindDistill, Method: MethodDM, IPC: 2, Iterations: 2, BatchReal: 4, Nets: NetsGlobal, Perturb: 0.01, Global: WeightsOf(m)},
+		{Kind: KindDistill, Method: MethodGM, IPC: 2, Iterations: 2, BatchReal: 4, Nets: NetsGlobal, Global: WeightsOf(m)},
+	} {
+		task.Round, task.Client, task.Seed, task.Model, task.Dataset = 3, 4, 9, "convnet-w4", "mnist"
+		r := c.Handle(context.Background(), task)
+		if r.Status != StatusOK {
+			t.Fatalf("%s/%s: %s", task.Method, task.Nets, r.Error)
+		}
+		s := r.Synthetic
+		// Class 1 has one sample, so it gets one image; class 2 none.
+		if !slices.Equal(s.Y, []int{0, 0, 1}) || !slices.Equal(s.Counts, []int{5, 1, 0}) || r.NumSamples != 6 {
+			t.Fatalf("%s/%s: labels %v counts %v samples %d", task.Method, task.Nets, s.Y, s.Counts, r.NumSamples)
+		}
+		if err := s.Check([]int{1, 8, 8}, 3); err != nil {
+			t.Fatal(err)
+		}
+		// The same task gives the same set.
+		r2 := c.Handle(context.Background(), task)
+		if !slices.Equal(r2.Synthetic.X.Data, s.X.Data) {
+			t.Fatalf("%s/%s: not reproducible", task.Method, task.Nets)
+		}
+	}
+}
+
+func TestTrainAndFailures(t *testing.T) {
+	c := testClient(t)
+	m, _ := nn.New[float32]("convnet-w4", []int{1, 8, 8}, 3, tensor.NewRNG(2, 0))
+	g := WeightsOf(m)
+	task := &Task{Round: 1, Client: 4, Kind: KindTrain, Seed: 1, Model: "convnet-w4", Dataset: "mnist",
+		Epochs: 2, BatchSize: 4, LR: 0.1, Momentum: 0.9, Mu: 0.5, Global: g}
+	r := c.Handle(context.Background(), task)
+	if r.Status != StatusOK || r.Weights.Matches(m) != nil {
+		t.Fatalf("%+v", r)
+	}
+	if slices.Equal(r.Weights.Tensors[0].Data, g.Tensors[0].Data) {
+		t.Fatal("local training did not change the weights")
+	}
+	for _, c2 := range []struct {
+		edit func(*Task)
+		want string
+	}{
+		{func(t *Task) { t.Client = 5 }, "addressed to client 5"},
+		{func(t *Task) { t.Kind = "sing" }, "unknown task kind"},
+		{func(t *Task) { t.Global = nil }, "needs the global weights"},
+		{func(t *Task) { t.Model = "convnet-w8" }, "shape"},
+		{func(t *Task) { t.Kind, t.Method = KindDistill, "kip" }, "unknown distillation method"},
+		{func(t *Task) { t.Kind, t.Method, t.IPC, t.Nets = KindDistill, MethodDM, 1, NetsRandom }, "does not take global weights"},
+	} {
+		tk := *task
+		c2.edit(&tk)
+		r := c.Handle(context.Background(), &tk)
+		if r.Status != StatusFailed || !strings.Contains(r.Error, c2.want) {
+			t.Errorf("want a failure mentioning %q, got %+v", c2.want, r)
+		}
+	}
+}

@@ -1,0 +1,251 @@
+// Package client is the federated client role: it holds one partition of a
+// data set and answers the server's tasks — local training (FedAvg,
+// FedProx) or local distillation (DM or DSA gradient matching, one-shot
+// from fresh random networks or around the current global model as in
+// FedDM). It also defines the protocol types (Task, Result) both roles
+// speak; their wire form is in package federation.
+//
+// A client keeps nothing between tasks: every task carries what it needs
+// (the global weights if the strategy uses them), and every random draw of
+// a task comes from the task's Seed, so a result depends only on the task
+// and the client's data.
+package client
+
+import (
+	"fmt"
+	"math"
+	"slices"
+
+	"github.com/fedsim/fedsim/nn"
+	"github.com/fedsim/fedsim/tensor"
+)
+
+// Task kinds.
+const (
+	KindTrain   = "train"   // local SGD from the global weights (FedAvg, FedProx)
+	KindDistill = "distill" // local distillation into a small synthetic set
+)
+
+// Distillation methods a task may ask for.
+const (
+	MethodDM = "dm" // distribution matching
+	MethodGM = "gm" // gradient matching with Siamese augmentation (DSA-style, one outer step per network)
+)
+
+// Networks used for matching.
+const (
+	// NetsRandom matches with freshly initialised random networks (one-shot
+	// distillation, FedD3/DOSFL-style): the task carries no weights.
+	NetsRandom = "random"
+	// NetsGlobal matches with the global model plus small random
+	// perturbations (FedDM-style): the task carries the global weights.
+	NetsGlobal = "global"
+)
+
+// Task is what the server asks one client to do in one round.
+type Task struct {
+	Round  int    `json:"round"`
+	Client int    `json:"client"`
+	Kind   string `json:"kind"`
+	// Seed is the base of every random draw of this task (derived by the
+	// server from the run's seed, the round and the client).
+	Seed uint64 `json:"seed"`
+	// Model is the network's name for nn.New (e.g. "convnet-w32"); the
+	// global weights, when present, are this model's.
+	Model string `json:"model"`
+	// Dataset names the data set (it selects defaults such as the DSA
+	// strategy).
+	Dataset string `json:"dataset"`
+
+	// Local training (KindTrain).
+	Epochs    int     `json:"epochs,omitempty"`
+	BatchSize int     `json:"batch_size,omitempty"`
+	LR        float64 `json:"lr,omitempty"`
+	Momentum  float64 `json:"momentum,omitempty"`
+	// Mu is FedProx's proximal coefficient (0: FedAvg).
+	Mu float64 `json:"mu,omitempty"`
+
+	// Local distillation (KindDistill).
+	Method     string  `json:"method,omitempty"`
+	IPC        int     `json:"ipc,omitempty"`
+	Iterations int     `json:"iterations,omitempty"`
+	BatchReal  int     `json:"batch_real,omitempty"`
+	LRImg      float64 `json:"lr_img,omitempty"`
+	Nets       string  `json:"nets,omitempty"`
+	// Perturb is the relative size of the random perturbation of the
+	// global model's parameters (NetsGlobal): each tensor gets Gaussian
+	// noise of standard deviation Perturb × its RMS.
+	Perturb float64 `json:"perturb,omitempty"`
+
+	// Global holds the global model's weights (nil when the task does not
+	// need them).
+	Global *Weights `json:"-"`
+}
+
+// Result statuses.
+const (
+	StatusOK     = "ok"
+	StatusFailed = "failed"
+)
+
+// Result is a client's answer to a Task.
+type Result struct {
+	Round  int    `json:"round"`
+	Client int    `json:"client"`
+	Status string `json:"status"`
+	// Error says why the task failed (Status failed).
+	Error string `json:"error,omitempty"`
+	// NumSamples is the number of real samples the client holds (FedAvg's
+	// weight).
+	NumSamples int `json:"num_samples"`
+	// Loss is the final local training or distillation loss.
+	Loss float64 `json:"loss"`
+	// Weights are the locally trained weights (KindTrain).
+	Weights *Weights `json:"-"`
+	// Synthetic is the distilled set (KindDistill).
+	Synthetic *Synthetic `json:"-"`
+}
+
+// Failed returns a failed result for task t.
+func Failed(t *Task, err error) *Result {
+	r := &Result{Status: StatusFailed, Error: err.Error()}
+	if t != nil {
+		r.Round, r.Client = t.Round, t.Client
+	}
+	return r
+}
+
+// Weights are a model's named tensors: parameters, then buffers, in the
+// model's order.
+type Weights struct {
+	Names   []string
+	Tensors []*tensor.Tensor[float32]
+}
+
+// WeightsOf copies m's parameters and buffers.
+func WeightsOf(m nn.Model[float32]) *Weights {
+	names, ts := slices.Clone(m.ParamNames()), m.Params()
+	if b, ok := m.(nn.Buffered[float32]); ok {
+		names = append(names, b.BufferNames()...)
+		ts = append(slices.Clone(ts), b.Buffers()...)
+	}
+	w := &Weights{Names: names, Tensors: make([]*tensor.Tensor[float32], len(ts))}
+	for i, t := range ts {
+		w.Tensors[i] = t.Clone()
+	}
+	return w
+}
+
+// Clone returns a deep copy.
+func (w *Weights) Clone() *Weights {
+	c := &Weights{Names: slices.Clone(w.Names), Tensors: make([]*tensor.Tensor[float32], len(w.Tensors))}
+	for i, t := range w.Tensors {
+		c.Tensors[i] = t.Clone()
+	}
+	return c
+}
+
+// Matches checks that w has the names and shapes of m's parameters and
+// buffers and only finite values, naming the first offender.
+func (w *Weights) Matches(m nn.Model[float32]) error {
+	ref := WeightsOf(m)
+	if len(w.Names) != len(ref.Names) || len(w.Tensors) != len(w.Names) {
+		return fmt.Errorf("weights have %d tensors, the model has %d", len(w.Tensors), len(ref.Names))
+	}
+	for i, name := range ref.Names {
+		if w.Names[i] != name {
+			return fmt.Errorf("weight %d is %q, the model's is %q", i, w.Names[i], name)
+		}
+		t := w.Tensors[i]
+		if t == nil || !slices.Equal(t.Shape, ref.Tensors[i].Shape) || len(t.Data) != tensor.Size(t.Shape) {
+			var shape []int
+			if t != nil {
+				shape = t.Shape
+			}
+			return fmt.Errorf("weight %s has shape %v, the model's is %v", name, shape, ref.Tensors[i].Shape)
+		}
+		if j := firstNonFinite(t.Data); j >= 0 {
+			return fmt.Errorf("weight %s has a non-finite value (%v at %d)", name, t.Data[j], j)
+		}
+	}
+	return nil
+}
+
+// Load copies w into m's parameters and buffers (w must match m).
+func (w *Weights) Load(m nn.Model[float32]) error {
+	if err := w.Matches(m); err != nil {
+		return err
+	}
+	ts := m.Params()
+	if b, ok := m.(nn.Buffered[float32]); ok {
+		ts = append(slices.Clone(ts), b.Buffers()...)
+	}
+	for i, t := range ts {
+		copy(t.Data, w.Tensors[i].Data)
+	}
+	return nil
+}
+
+// Synthetic is a client's distilled set: images in the data set's
+// normalized space, their labels, and how many real samples of each class
+// the client distilled them from (the server's class weights).
+type Synthetic struct {
+	X      *tensor.Tensor[float32] // (N, C, H, W)
+	Y      []int                   // N labels in [0, K)
+	Counts []int                   // K real-sample counts
+}
+
+// Clone returns a deep copy.
+func (s *Synthetic) Clone() *Synthetic {
+	return &Synthetic{X: s.X.Clone(), Y: slices.Clone(s.Y), Counts: slices.Clone(s.Counts)}
+}
+
+// Check verifies the set against an image shape (C, H, W) and a class
+// count: N ≥ 1 images of that shape, N labels in [0, classes), finite
+// values, one non-negative count per class, and every label's class has a
+// positive count.
+func (s *Synthetic) Check(shape []int, classes int) error {
+	if s == nil || s.X == nil {
+		return fmt.Errorf("synthetic set has no images")
+	}
+	x := s.X
+	if x.Rank() != 4 || len(x.Data) != tensor.Size(x.Shape) || x.Shape[0] < 1 {
+		return fmt.Errorf("synthetic images have shape %v: want (N ≥ 1, %d, %d, %d)", x.Shape, shape[0], shape[1], shape[2])
+	}
+	if !slices.Equal(x.Shape[1:], shape) {
+		return fmt.Errorf("synthetic images are %v, the data set's are %v", x.Shape[1:], shape)
+	}
+	if len(s.Y) != x.Shape[0] {
+		return fmt.Errorf("%d synthetic images but %d labels", x.Shape[0], len(s.Y))
+	}
+	if len(s.Counts) != classes {
+		return fmt.Errorf("synthetic set has %d class counts for %d classes", len(s.Counts), classes)
+	}
+	for c, n := range s.Counts {
+		if n < 0 {
+			return fmt.Errorf("class %d has a negative real-sample count %d", c, n)
+		}
+	}
+	for i, l := range s.Y {
+		if l < 0 || l >= classes {
+			return fmt.Errorf("synthetic label %d at index %d is out of range for %d classes (0..%d)", l, i, classes, classes-1)
+		}
+		if s.Counts[l] == 0 {
+			return fmt.Errorf("synthetic image %d has label %d but the set stands for no real sample of that class", i, l)
+		}
+	}
+	if j := firstNonFinite(x.Data); j >= 0 {
+		sz := len(x.Data) / x.Shape[0]
+		return fmt.Errorf("synthetic image %d has a non-finite value (%v)", j/sz, x.Data[j])
+	}
+	return nil
+}
+
+func firstNonFinite(v []float32) int {
+	for i, f := range v {
+		if math.IsNaN(float64(f)) || math.IsInf(float64(f), 0) {
+			return i
+		}
+	}
+	return -1
+}

@@ -1,0 +1,250 @@
+// Package sim wires a federated simulation together — data partitions →
+// clients → transport → server — and runs it round by round, writing
+// metrics.jsonl, summary.json, per-client label histograms, plots, grids of
+// synthetic sets and an atomic checkpoint after every round (a resumed run
+// continues with no lost or repeated round and gives the same metrics).
+package sim
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"os"
+	"slices"
+	"strings"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/fedsim/fedsim/client"
+	"github.com/fedsim/fedsim/data"
+	"github.com/fedsim/fedsim/nn"
+	"github.com/fedsim/fedsim/tensor"
+)
+
+// Config is one experiment. Its YAML keys (configs/*.yaml) are the field
+// tags; the command-line flags have the same names with '-' for '_'.
+type Config struct {
+	Dataset    string `yaml:"dataset" json:"dataset"`
+	DataDir    string `yaml:"data_dir" json:"data_dir,omitempty"`
+	TrainLimit int    `yaml:"train_limit" json:"train_limit,omitempty"`
+	TestLimit  int    `yaml:"test_limit" json:"test_limit,omitempty"`
+
+	Partition       string  `yaml:"partition" json:"partition"`
+	Alpha           float64 `yaml:"alpha" json:"alpha"`
+	ShardsPerClient int     `yaml:"shards_per_client" json:"shards_per_client"`
+	Clients         int     `yaml:"clients" json:"clients"`
+
+	Rounds   int     `yaml:"rounds" json:"rounds"`
+	Fraction float64 `yaml:"fraction" json:"fraction"`
+	// Distill is dm, gm or none (none: FedAvg/FedProx).
+	Distill string `yaml:"distill" json:"distill"`
+	// Strategy is fedavg, fedprox, oneshot or feddm; "" picks oneshot when
+	// distilling and fedavg otherwise. dynafed is reserved.
+	Strategy string `yaml:"strategy" json:"strategy"`
+	// Model is the global model (and the clients' matching network).
+	Model string `yaml:"model" json:"model"`
+
+	IPC          int `yaml:"ipc" json:"ipc"`
+	DistillIters int `yaml:"distill_iters" json:"distill_iters"`
+	BatchReal    int `yaml:"batch_real" json:"batch_real"`
+	// LRImg is the synthetic images' learning rate (0: dm 1.0, gm 0.1).
+	LRImg   float64 `yaml:"lr_img" json:"lr_img"`
+	Perturb float64 `yaml:"perturb" json:"perturb"`
+
+	LocalEpochs int     `yaml:"local_epochs" json:"local_epochs"`
+	LocalBatch  int     `yaml:"local_batch" json:"local_batch"`
+	LocalLR     float64 `yaml:"local_lr" json:"local_lr"`
+	Mu          float64 `yaml:"mu" json:"mu"`
+
+	// ServerSteps is the number of SGD steps per round of the server's
+	// training on the synthetic union (distillation strategies).
+	ServerSteps int     `yaml:"server_steps" json:"server_steps"`
+	ServerBatch int     `yaml:"server_batch" json:"server_batch"`
+	ServerLR    float64 `yaml:"server_lr" json:"server_lr"`
+	ServerDSA   string  `yaml:"server_dsa" json:"server_dsa"`
+
+	// Dropout is the probability that a sampled client never answers;
+	// Stragglers the probability that it answers after the deadline.
+	Dropout    float64 `yaml:"dropout" json:"dropout"`
+	Stragglers float64 `yaml:"stragglers" json:"stragglers"`
+
+	Seed uint64 `yaml:"seed" json:"seed"`
+	Out  string `yaml:"out" json:"out"`
+	// Grids is how many clients' synthetic sets are drawn as PNG grids.
+	Grids int `yaml:"grids" json:"grids"`
+}
+
+// Strategies lists the strategy names.
+var Strategies = []string{"fedavg", "fedprox", "oneshot", "feddm", "dynafed"}
+
+// DefaultConfig returns the defaults of `fedsim run`: one-shot DM on MNIST
+// with 50 clients (Dirichlet α = 0.5), 10 clients per round over 5 rounds,
+// each distilling 10 images per class it holds, and a width-32 ConvNet
+// trained on the union of the synthetic sets with DSA augmentation.
+func DefaultConfig() Config {
+	return Config{
+		Dataset: "mnist", Partition: "dirichlet", Alpha: 0.5, ShardsPerClient: 2, Clients: 50,
+		Rounds: 5, Fraction: 0.2, Distill: "dm", Model: "convnet-w32",
+		IPC: 10, DistillIters: 20, BatchReal: 64, Perturb: 0.01,
+		LocalEpochs: 1, LocalBatch: 32, LocalLR: 0.01, Mu: 0.01,
+		ServerSteps: 150, ServerBatch: 256, ServerLR: 0.05, ServerDSA: "auto",
+		Seed: 1, Out: "fedsim-out", Grids: 3,
+	}
+}
+
+// ReadConfigFile overlays the keys of a YAML file on cfg. Unknown keys,
+// repeated documents and values of the wrong type are errors.
+func ReadConfigFile(path string, cfg *Config) error {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Errorf("sim: config: %w", err)
+	}
+	return ParseConfig(b, path, cfg)
+}
+
+// ParseConfig overlays YAML b (named name in errors) on cfg.
+func ParseConfig(b []byte, name string, cfg *Config) error {
+	dec := yaml.NewDecoder(bytes.NewReader(b))
+	dec.KnownFields(true)
+	c := *cfg
+	if err := dec.Decode(&c); err != nil && !errors.Is(err, io.EOF) {
+		return fmt.Errorf("sim: config %s: %v", name, strings.ReplaceAll(err.Error(), "yaml: ", ""))
+	}
+	var extra any
+	if err := dec.Decode(&extra); !errors.Is(err, io.EOF) {
+		return fmt.Errorf("sim: config %s: want one YAML document", name)
+	}
+	*cfg = c
+	return nil
+}
+
+// Resolve fills the strategy from the distillation method and the DSA
+// strategy of the server ("auto": by data set) and validates everything
+// that can be checked without reading data. Errors name the key.
+func (c Config) Resolve() (Config, error) {
+	c.Dataset = strings.ToLower(strings.TrimSpace(c.Dataset))
+	c.Partition = strings.ToLower(strings.TrimSpace(c.Partition))
+	c.Distill = strings.ToLower(strings.TrimSpace(c.Distill))
+	c.Strategy = strings.ToLower(strings.TrimSpace(c.Strategy))
+	var errs []error
+	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
+	info, err := data.Lookup(c.Dataset)
+	if err != nil {
+		bad("dataset: %v", err)
+	}
+	if !slices.Contains(data.PartitionMethods, c.Partition) {
+		bad("partition %q: want one of %s", c.Partition, strings.Join(data.PartitionMethods, ", "))
+	}
+	if (c.Partition == "dirichlet" || c.Partition == "quantity") && (!(c.Alpha > 0) || math.IsInf(c.Alpha, 0)) {
+		bad("alpha %g: want a positive number (0.1 to 0.5 are common)", c.Alpha)
+	}
+	if c.Partition == "shards" && c.ShardsPerClient < 1 {
+		bad("shards_per_client %d: want at least 1", c.ShardsPerClient)
+	}
+	if c.Clients < 1 {
+		bad("clients %d: want at least 1", c.Clients)
+	}
+	if err == nil {
+		n := info.TrainSize
+		if c.TrainLimit > 0 {
+			n = min(n, c.TrainLimit)
+		}
+		if c.Clients > n {
+			bad("clients %d: more clients than the %d training samples of %s", c.Clients, n, c.Dataset)
+		}
+	}
+	if c.Rounds < 1 {
+		bad("rounds %d: want at least 1", c.Rounds)
+	}
+	if !(c.Fraction > 0 && c.Fraction <= 1) {
+		bad("fraction %g: want a value in (0, 1]", c.Fraction)
+	}
+	switch c.Distill {
+	case client.MethodDM, client.MethodGM:
+		switch c.Strategy {
+		case "":
+			c.Strategy = "oneshot"
+		case "oneshot", "feddm":
+		case "dynafed":
+			bad("strategy dynafed (server-side trajectory matching) is not implemented yet: it needs distill's MTT")
+		default:
+			bad("strategy %q does not distill: with distill %s use oneshot or feddm (or distill none)", c.Strategy, c.Distill)
+		}
+	case "none":
+		switch c.Strategy {
+		case "":
+			c.Strategy = "fedavg"
+		case "fedavg", "fedprox":
+		case "dynafed":
+			bad("strategy dynafed (server-side trajectory matching) is not implemented yet: it needs distill's MTT")
+		default:
+			bad("strategy %q needs distillation: with distill none use fedavg or fedprox", c.Strategy)
+		}
+	default:
+		bad("distill %q: want dm, gm or none", c.Distill)
+	}
+	if c.IPC < 1 {
+		bad("ipc %d: want at least 1", c.IPC)
+	}
+	if c.DistillIters < 0 {
+		bad("distill_iters %d: must not be negative", c.DistillIters)
+	}
+	if c.BatchReal < 1 {
+		bad("batch_real %d: want at least 1", c.BatchReal)
+	}
+	if !(c.LRImg >= 0) || math.IsInf(c.LRImg, 0) {
+		bad("lr_img %g: want a positive number (0: the method's default, dm 1.0, gm 0.1)", c.LRImg)
+	}
+	if !(c.Perturb >= 0) || math.IsInf(c.Perturb, 0) {
+		bad("perturb %g: want a non-negative number", c.Perturb)
+	}
+	if c.LocalEpochs < 1 || c.LocalBatch < 1 {
+		bad("local_epochs %d and local_batch %d: want at least 1", c.LocalEpochs, c.LocalBatch)
+	}
+	if !(c.LocalLR > 0) || math.IsInf(c.LocalLR, 0) {
+		bad("local_lr %g: want a positive number", c.LocalLR)
+	}
+	if !(c.Mu >= 0) || math.IsInf(c.Mu, 0) {
+		bad("mu %g: want a non-negative number", c.Mu)
+	}
+	if c.ServerSteps < 1 || c.ServerBatch < 1 {
+		bad("server_steps %d and server_batch %d: want at least 1", c.ServerSteps, c.ServerBatch)
+	}
+	if !(c.ServerLR > 0) || math.IsInf(c.ServerLR, 0) {
+		bad("server_lr %g: want a positive number", c.ServerLR)
+	}
+	if c.ServerDSA == "" || c.ServerDSA == "auto" {
+		c.ServerDSA = "color_crop_cutout_flip_scale_rotate"
+		if strings.Contains(c.Dataset, "mnist") {
+			c.ServerDSA = data.DSAStrategyDigits
+		}
+	} else if _, err := data.ParseDSAStrategy(c.ServerDSA); err != nil {
+		bad("server_dsa: %v", err)
+	}
+	if !(c.Dropout >= 0 && c.Dropout < 1) {
+		bad("dropout %g: want a probability in [0, 1)", c.Dropout)
+	}
+	if !(c.Stragglers >= 0 && c.Stragglers < 1) {
+		bad("stragglers %g: want a probability in [0, 1)", c.Stragglers)
+	}
+	if c.TrainLimit < 0 || c.TestLimit < 0 {
+		bad("train_limit %d and test_limit %d: must not be negative", c.TrainLimit, c.TestLimit)
+	}
+	if c.Grids < 0 {
+		bad("grids %d: must not be negative", c.Grids)
+	}
+	if strings.TrimSpace(c.Out) == "" {
+		bad("out: the output folder is required")
+	}
+	if err == nil {
+		if _, merr := nn.New[float32](c.Model, []int{info.Channels, info.Height, info.Width}, info.Classes, tensor.NewRNG(0, 0)); merr != nil {
+			bad("model: %v", merr)
+		}
+	}
+	if len(errs) > 0 {
+		return c, fmt.Errorf("sim: invalid configuration: %w", errors.Join(errs...))
+	}
+	return c, nil
+}

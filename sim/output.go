@@ -1,0 +1,188 @@
+package sim
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"image/color"
+	"os"
+	"path/filepath"
+	"slices"
+
+	"gonum.org/v1/plot"
+	"gonum.org/v1/plot/plotter"
+	"gonum.org/v1/plot/vg"
+
+	"github.com/fedsim/fedsim/data"
+	"github.com/fedsim/fedsim/distill"
+	"github.com/fedsim/fedsim/federation"
+	"github.com/fedsim/fedsim/internal/parallel"
+	"github.com/fedsim/fedsim/nn"
+	"github.com/fedsim/fedsim/server"
+)
+
+func workers(n int) int {
+	if n <= 0 {
+		return parallel.Workers()
+	}
+	return n
+}
+
+// writeFileAtomic writes b to path through a synced temporary file renamed
+// over it, so readers never see a partial file.
+func writeFileAtomic(path string, b []byte) error {
+	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
+	if err != nil {
+		return fmt.Errorf("sim: %w", err)
+	}
+	defer os.Remove(f.Name())
+	if _, err := f.Write(b); err != nil {
+		f.Close()
+		return fmt.Errorf("sim: writing %s: %w", path, err)
+	}
+	if err := f.Chmod(0o644); err != nil {
+		f.Close()
+		return fmt.Errorf("sim: writing %s: %w", path, err)
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return fmt.Errorf("sim: writing %s: %w", path, err)
+	}
+	if err := f.Close(); err != nil {
+		return fmt.Errorf("sim: writing %s: %w", path, err)
+	}
+	if err := os.Rename(f.Name(), path); err != nil {
+		return fmt.Errorf("sim: %w", err)
+	}
+	return nil
+}
+
+// ClientInfo is one entry of clients.json.
+type ClientInfo struct {
+	Client    int   `json:"client"`
+	Samples   int   `json:"samples"`
+	Classes   int   `json:"classes"`
+	Histogram []int `json:"histogram"`
+}
+
+func writeClients(path string, p *data.Partition) error {
+	out := make([]ClientInfo, len(p.Clients))
+	for i, h := range p.Histograms {
+		nc := 0
+		for _, v := range h {
+			if v > 0 {
+				nc++
+			}
+		}
+		out[i] = ClientInfo{Client: i, Samples: len(p.Clients[i]), Classes: nc, Histogram: h}
+	}
+	b, err := json.MarshalIndent(out, "", " ")
+	if err != nil {
+		return err
+	}
+	return writeFileAtomic(path, append(b, '\n'))
+}
+
+func metricsLine(m Metrics) []byte {
+	b, _ := json.Marshal(m)
+	return append(b, '\n')
+}
+
+// writeMetrics rewrites metrics.jsonl with the given lines (at the start,
+// and on resume: a line written after the last checkpoint is dropped, so no
+// round appears twice).
+func writeMetrics(path string, ms []Metrics) error {
+	var b bytes.Buffer
+	for _, m := range ms {
+		b.Write(metricsLine(m))
+	}
+	return writeFileAtomic(path, b.Bytes())
+}
+
+func appendMetrics(path string, m Metrics) error {
+	f, err := os.OpenFile(path, os.O_APPEND|os.O_WRONLY|os.O_CREATE, 0o644)
+	if err != nil {
+		return fmt.Errorf("sim: %w", err)
+	}
+	if _, err := f.Write(metricsLine(m)); err != nil {
+		f.Close()
+		return fmt.Errorf("sim: writing metrics: %w", err)
+	}
+	return f.Close()
+}
+
+func saveCheckpoint(path string, cfg Config, srv *server.Server, ms []Metrics, fails []ClientFailure, wall float64) error {
+	st := srv.State()
+	meta, err := json.Marshal(checkpointMeta{Version: 1, Config: cfg, Rounds: st.Rounds, Metrics: ms, Failures: fails, WallS: wall})
+	if err != nil {
+		return err
+	}
+	b, err := federation.EncodeSnapshot(&federation.Snapshot{Meta: meta, Global: clientWeights(srv), Synthetic: st.Held})
+	if err != nil {
+		return err
+	}
+	return writeFileAtomic(path, b)
+}
+
+// writeOutputs writes the final weights, the plots and the grids; it
+// returns the file names.
+func writeOutputs(cfg Config, srv *server.Server, train *data.Dataset, ms []Metrics) ([]string, error) {
+	var files []string
+	if err := nn.Save(filepath.Join(cfg.Out, GlobalFile), srv.Global()); err != nil {
+		return nil, err
+	}
+	files = append(files, GlobalFile)
+	xr, xb := make(plotter.XYs, len(ms)), make(plotter.XYs, len(ms))
+	for i, m := range ms {
+		xr[i] = plotter.XY{X: float64(m.Round), Y: 100 * m.TestAcc}
+		xb[i] = plotter.XY{X: float64(m.CumUploadBytes) / 1e6, Y: 100 * m.TestAcc}
+	}
+	title := fmt.Sprintf("%s, %d clients, %s (%s)", cfg.Dataset, cfg.Clients, srv.Strategy().Name(), cfg.Distill)
+	if err := linePlot(filepath.Join(cfg.Out, AccRoundPlot), title, "round", xr); err != nil {
+		return nil, err
+	}
+	if err := linePlot(filepath.Join(cfg.Out, AccBytesPlot), title, "cumulative upload (MB)", xb); err != nil {
+		return nil, err
+	}
+	files = append(files, AccRoundPlot, AccBytesPlot)
+	held := srv.State().Held
+	ids := make([]int, 0, len(held))
+	for id := range held {
+		ids = append(ids, id)
+	}
+	slices.Sort(ids)
+	for _, id := range ids[:min(cfg.Grids, len(ids))] {
+		s := held[id]
+		set := &distill.SyntheticSet{X: s.X, Y: s.Y, Mean: train.Mean, Std: train.Std, Classes: train.Classes}
+		name := fmt.Sprintf("synthetic_client%d.png", id)
+		if err := distill.WriteGrid(filepath.Join(cfg.Out, name), set); err != nil {
+			return nil, err
+		}
+		files = append(files, name)
+	}
+	return files, nil
+}
+
+func linePlot(path, title, xlabel string, pts plotter.XYs) error {
+	p := plot.New()
+	p.Title.Text = title
+	p.X.Label.Text = xlabel
+	p.Y.Label.Text = "test accuracy (%)"
+	p.Add(plotter.NewGrid())
+	l, s, err := plotter.NewLinePoints(pts)
+	if err != nil {
+		return fmt.Errorf("sim: plot: %w", err)
+	}
+	l.Color = color.RGBA{B: 200, A: 255}
+	s.Color = l.Color
+	p.Add(l, s)
+	w, err := p.WriterTo(6*vg.Inch, 4*vg.Inch, "png")
+	if err != nil {
+		return fmt.Errorf("sim: plot: %w", err)
+	}
+	var b bytes.Buffer
+	if _, err := w.WriteTo(&b); err != nil {
+		return fmt.Errorf("sim: plot: %w", err)
+	}
+	return writeFileAtomic(path, b.Bytes())
+}

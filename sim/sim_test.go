@@ -1,0 +1,274 @@
+package sim
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"image/png"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+
+	"github.com/fedsim/fedsim/client"
+)
+
+// tiny is a fast experiment on a small MNIST slice.
+func tiny(t *testing.T, out string) Config {
+	c := DefaultConfig()
+	c.TrainLimit, c.TestLimit = 2000, 500
+	c.Clients, c.Rounds, c.Fraction = 4, 2, 0.5
+	c.Model, c.IPC, c.DistillIters, c.BatchReal = "convnet-w8", 2, 3, 32
+	c.ServerSteps, c.ServerBatch = 4, 64
+	c.LocalBatch = 64
+	c.Out = out
+	return c
+}
+
+func run(t *testing.T, c Config, opt Options) *Summary {
+	t.Helper()
+	s, err := Run(context.Background(), c, opt)
+	if err != nil {
+		if strings.Contains(err.Error(), "go mod download") {
+			t.Skip(err)
+		}
+		t.Fatal(err)
+	}
+	return s
+}
+
+var wallRE = regexp.MustCompile(`"wall_s":[0-9.e+-]+`)
+
+func metricsWithoutWall(t *testing.T, dir string) string {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(dir, MetricsFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return wallRE.ReplaceAllString(string(b), `"wall_s":_`)
+}
+
+func TestEndToEndWritesOutputs(t *testing.T) {
+	dir := t.TempDir()
+	s := run(t, tiny(t, dir), Options{})
+	if s.Rounds != 2 || s.UploadBytes <= 0 || s.DownloadBytes <= 0 || s.Strategy != "oneshot" {
+		t.Fatalf("summary %+v", s)
+	}
+	raw, _ := os.ReadFile(filepath.Join(dir, MetricsFile))
+	lines := strings.Split(strings.TrimSpace(string(raw)), "\n")
+	if len(lines) != 2 {
+		t.Fatalf("%d metrics lines, want 2", len(lines))
+	}
+	var m Metrics
+	if err := json.Unmarshal([]byte(lines[1]), &m); err != nil {
+		t.Fatal(err)
+	}
+	for _, key := range []string{"round", "test_acc", "test_loss", "upload_bytes", "download_bytes", "clients_ok", "clients_dropped", "wall_s"} {
+		if !strings.Contains(lines[1], `"`+key+`"`) {
+			t.Errorf("metrics line lacks %s: %s", key, lines[1])
+		}
+	}
+	if m.Round != 2 || m.ClientsOK != 2 || m.SyntheticImages == 0 || m.CumUploadBytes != s.UploadBytes {
+		t.Fatalf("round 2 metrics %+v", m)
+	}
+	var cl []ClientInfo
+	b, _ := os.ReadFile(filepath.Join(dir, ClientsFile))
+	if err := json.Unmarshal(b, &cl); err != nil || len(cl) != 4 || len(cl[0].Histogram) != 10 {
+		t.Fatalf("clients.json: %v %+v", err, cl)
+	}
+	total := 0
+	for _, c := range cl {
+		total += c.Samples
+	}
+	if total != 2000 {
+		t.Fatalf("histograms count %d samples, want 2000", total)
+	}
+	pngs := 0
+	for _, f := range s.Files {
+		p := filepath.Join(dir, f)
+		st, err := os.Stat(p)
+		if err != nil || st.Size() == 0 {
+			t.Fatalf("output %s: %v", f, err)
+		}
+		if strings.HasSuffix(f, ".png") {
+			fh, _ := os.Open(p)
+			if _, err := png.DecodeConfig(fh); err != nil {
+				t.Fatalf("%s: %v", f, err)
+			}
+			fh.Close()
+			pngs++
+		}
+	}
+	if pngs != 2+3 { // two plots, three clients' grids (2 rounds × 2 clients)
+		t.Fatalf("%d PNG files in %v", pngs, s.Files)
+	}
+	// A second run into the same folder must not overwrite it silently.
+	if _, err := Run(context.Background(), tiny(t, dir), Options{}); err == nil || !strings.Contains(err.Error(), "resume") {
+		t.Fatalf("rerun into a used folder: %v", err)
+	}
+}
+
+func TestSameSeedSameMetrics(t *testing.T) {
+	a, b := t.TempDir(), t.TempDir()
+	run(t, tiny(t, a), Options{})
+	run(t, tiny(t, b), Options{Workers: 1})
+	if ma, mb := metricsWithoutWall(t, a), metricsWithoutWall(t, b); ma != mb {
+		t.Fatalf("same seed, different metrics:\n%s\n%s", ma, mb)
+	}
+	c := t.TempDir()
+	cfg := tiny(t, c)
+	cfg.Seed = 2
+	run(t, cfg, Options{})
+	if metricsWithoutWall(t, a) == metricsWithoutWall(t, c) {
+		t.Fatal("seeds 1 and 2 gave identical metrics")
+	}
+}
+
+func TestResumeEqualsUninterrupted(t *testing.T) {
+	for _, strategy := range []string{"oneshot", "fedavg"} {
+		t.Run(strategy, func(t *testing.T) {
+			full, part := t.TempDir(), t.TempDir()
+			cfg := tiny(t, full)
+			if strategy == "fedavg" {
+				cfg.Distill = "none"
+			}
+			run(t, cfg, Options{})
+			cfg.Out, cfg.Rounds = part, 1
+			run(t, cfg, Options{})
+			// A metrics line written after the checkpoint (a crash between
+			// the two) must not survive the resume.
+			f, _ := os.OpenFile(filepath.Join(part, MetricsFile), os.O_APPEND|os.O_WRONLY, 0)
+			f.WriteString(`{"round":2,"stale":true}` + "\n")
+			f.Close()
+			cfg.Rounds = 2
+			s := run(t, cfg, Options{Resume: true})
+			if s.ResumedAfter != 1 {
+				t.Fatalf("resumed after %d rounds, want 1", s.ResumedAfter)
+			}
+			if a, b := metricsWithoutWall(t, full), metricsWithoutWall(t, part); a != b {
+				t.Fatalf("resumed run differs:\n%s\n%s", a, b)
+			}
+			ga, _ := os.ReadFile(filepath.Join(full, GlobalFile))
+			gb, _ := os.ReadFile(filepath.Join(part, GlobalFile))
+			if !bytes.Equal(ga, gb) {
+				t.Fatal("resumed run ends with different weights")
+			}
+			cfg.Model = "convnet-w4"
+			if _, err := Run(context.Background(), cfg, Options{Resume: true}); err == nil {
+				t.Fatal("resume with a different model accepted")
+			}
+		})
+	}
+}
+
+func TestFailuresDropoutAndStragglers(t *testing.T) {
+	dir := t.TempDir()
+	cfg := tiny(t, dir)
+	cfg.Distill, cfg.Strategy, cfg.Mu = "none", "fedprox", 0.1
+	cfg.Clients, cfg.Fraction, cfg.Rounds = 8, 1, 2
+	cfg.Dropout, cfg.Stragglers = 0.2, 0.2
+	s := run(t, cfg, Options{FailClient: func(tk *client.Task) error {
+		if tk.Client == 3 {
+			return errors.New("injected failure")
+		}
+		return nil
+	}})
+	if s.Strategy != "fedprox" {
+		t.Fatalf("strategy %s", s.Strategy)
+	}
+	b, _ := os.ReadFile(filepath.Join(dir, MetricsFile))
+	var offline, late int
+	for _, line := range strings.Split(strings.TrimSpace(string(b)), "\n") {
+		var m Metrics
+		if err := json.Unmarshal([]byte(line), &m); err != nil {
+			t.Fatal(err)
+		}
+		if m.ClientsOK+m.ClientsDropped != m.ClientsSampled || m.ClientsDropped != m.ClientsFailed+m.ClientsLate+m.ClientsOffline {
+			t.Fatalf("inconsistent counts %+v", m)
+		}
+		offline += m.ClientsOffline
+		late += m.ClientsLate
+	}
+	if offline == 0 || late == 0 {
+		t.Fatalf("no offline (%d) or late (%d) client in 16 draws at 0.2", offline, late)
+	}
+	found := false
+	for _, f := range s.Failures {
+		if f.Client == 3 && strings.Contains(f.Error, "injected failure") {
+			found = true
+		}
+	}
+	if !found && offline+late < 4 {
+		t.Fatalf("client 3's failure not reported: %+v", s.Failures)
+	}
+}
+
+func TestFedDMGradientMatching(t *testing.T) {
+	cfg := tiny(t, t.TempDir())
+	cfg.Distill, cfg.Strategy, cfg.Rounds, cfg.IPC, cfg.DistillIters = "gm", "feddm", 2, 1, 2
+	s := run(t, cfg, Options{})
+	if s.Strategy != "feddm" || len(s.Failures) != 0 {
+		t.Fatalf("%+v", s)
+	}
+	b, _ := os.ReadFile(filepath.Join(cfg.Out, MetricsFile))
+	var m Metrics
+	json.Unmarshal(bytes.SplitN(b, []byte("\n"), 2)[0], &m)
+	if m.DownloadBytes < 1000 {
+		t.Fatalf("feddm tasks carry the global model, but round 1 downloaded %d bytes", m.DownloadBytes)
+	}
+}
+
+func TestConfigErrors(t *testing.T) {
+	cases := []struct {
+		edit func(*Config)
+		want string
+	}{
+		{func(c *Config) { c.Rounds = -1 }, "rounds -1"},
+		{func(c *Config) { c.Fraction = 0 }, "fraction 0"},
+		{func(c *Config) { c.Fraction = 1.5 }, "fraction 1.5"},
+		{func(c *Config) { c.TrainLimit, c.Clients = 10, 20 }, "more clients than the 10 training samples"},
+		{func(c *Config) { c.Partition = "zipf" }, `partition "zipf"`},
+		{func(c *Config) { c.Strategy = "dynafed" }, "not implemented yet"},
+		{func(c *Config) { c.Distill, c.Strategy = "none", "oneshot" }, "needs distillation"},
+		{func(c *Config) { c.Model = "transformer" }, "transformer"},
+		{func(c *Config) { c.Dropout = 1 }, "dropout 1"},
+		{func(c *Config) { c.Out = "" }, "out"},
+	}
+	for _, tc := range cases {
+		c := DefaultConfig()
+		tc.edit(&c)
+		if _, err := c.Resolve(); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("want an error mentioning %q, got %v", tc.want, err)
+		}
+	}
+	c := DefaultConfig()
+	if err := ParseConfig([]byte("clients: 10\nrounds: 3\nalpah: 0.1\n"), "x.yaml", &c); err == nil || !strings.Contains(err.Error(), "alpah") {
+		t.Errorf("unknown key: %v", err)
+	}
+	if err := ParseConfig([]byte("clients: ten\n"), "x.yaml", &c); err == nil {
+		t.Error("wrong type accepted")
+	}
+	if err := ParseConfig([]byte("clients: 10\nfraction: 0.5\n"), "x.yaml", &c); err != nil || c.Clients != 10 || c.Fraction != 0.5 || c.Rounds != DefaultConfig().Rounds {
+		t.Errorf("overlay: %v %+v", err, c)
+	}
+}
+
+// The experiment files in configs/ must stay valid.
+func TestShippedConfigs(t *testing.T) {
+	files, _ := filepath.Glob("../configs/*.yaml")
+	if len(files) == 0 {
+		t.Fatal("no configs/*.yaml")
+	}
+	for _, f := range files {
+		c := DefaultConfig()
+		if err := ReadConfigFile(f, &c); err != nil {
+			t.Error(err)
+			continue
+		}
+		if _, err := c.Resolve(); err != nil {
+			t.Errorf("%s: %v", f, err)
+		}
+	}
+}
