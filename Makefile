@@ -3,7 +3,7 @@ GO      ?= go
 PYTHON  ?= /usr/bin/python3
 PKGS    := ./...
 # Packages with goroutines: run under the race detector in `make test`.
-RACE_PKGS := ./internal/parallel/ ./tensor/...
+RACE_PKGS := ./internal/parallel/ ./tensor/... ./federation/... ./server/ ./client/ ./sim/
 
 .PHONY: all build test race lint vet fmt-check bench bench-go bench-torch benchmarks fixtures fuzz clean results-train
 
