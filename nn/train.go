@@ -85,6 +85,12 @@ type TrainConfig[T Float] struct {
 	Augment func(tp *ag.Tape[T], x *ag.Var[T]) *ag.Var[T]
 	// Context cancels training between steps (nil: never).
 	Context context.Context
+	// SoftTargets, if set, holds one target distribution per training
+	// sample (N, classes): the loss is then the soft cross entropy
+	// −Σ_k t_k·log softmax(logits)_k (soft labels of TESLA, SLDD, KIP), and
+	// the reported accuracy counts agreement with each row's largest
+	// target. The dataset's hard labels are not used for the loss.
+	SoftTargets *tensor.Tensor[T]
 }
 
 // DefaultTrainConfig returns the DC/DSA/DM evaluation settings: SGD with
@@ -152,6 +158,9 @@ func Train[T Float](m Model[T], set Dataset[T], cfg TrainConfig[T], progress fun
 	if ctx == nil {
 		ctx = context.Background()
 	}
+	if t := cfg.SoftTargets; t != nil && (t.Rank() != 2 || t.Shape[0] != n) {
+		return fmt.Errorf("nn: Train: soft targets of shape %v for %d samples (want (%d, classes))", t.Shape, n, n)
+	}
 	rng := tensor.NewRNG(cfg.Seed, 0)
 	steps := (n + cfg.BatchSize - 1) / cfg.BatchSize
 	params := m.Params()
@@ -178,7 +187,15 @@ func Train[T Float](m Model[T], set Dataset[T], cfg TrainConfig[T], progress fun
 			}
 			ps := Bind(tp, m)
 			logits := m.Forward(x, ps)
-			loss := ag.CrossEntropy(logits, yb)
+			var loss *ag.Var[T]
+			if cfg.SoftTargets != nil {
+				tb := tp.AllocUninit(len(idx), cfg.SoftTargets.Shape[1])
+				tensor.IndexRows(tb, cfg.SoftTargets, idx)
+				loss = ag.CrossEntropySoft(logits, tp.Const(tb))
+				yb = argmaxRows(tb)
+			} else {
+				loss = ag.CrossEntropy(logits, yb)
+			}
 			gs, err := tp.Grad([]*ag.Var[T]{loss}, nil, ps, false)
 			if err != nil {
 				tp.Release()
@@ -218,6 +235,21 @@ func Train[T Float](m Model[T], set Dataset[T], cfg TrainConfig[T], progress fun
 
 // countCorrect returns how many rows of logits (N, K) have their maximum at
 // the label (the first maximum on ties).
+// argmaxRows returns the position of each row's first maximum.
+func argmaxRows[T Float](t *tensor.Tensor[T]) []int {
+	k := t.Shape[1]
+	out := make([]int, t.Shape[0])
+	for i := range out {
+		row := t.Data[i*k : (i+1)*k]
+		for j, v := range row {
+			if v > row[out[i]] {
+				out[i] = j
+			}
+		}
+	}
+	return out
+}
+
 func countCorrect[T Float](logits *tensor.Tensor[T], y []int) int {
 	k := logits.Shape[1]
 	c := 0
