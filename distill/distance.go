@@ -27,6 +27,24 @@ const cosineEps = 1e-6
 // norm scales) contribute nothing, as in the reference code. gS and gT hold
 // one gradient per parameter, in the same order and shapes.
 func LayerwiseGradDistance[T ag.Float](gS, gT []*ag.Var[T]) *ag.Var[T] {
+	return sumOverRows(gS, gT, func(s2, t2 *ag.Var[T]) *ag.Var[T] {
+		return ag.AddScalar(ag.Neg(rowCosine(s2, t2)), 1)
+	})
+}
+
+// rowCosine returns <s_i, t_i> / (‖s_i‖‖t_i‖ + 1e-6) for each row i.
+func rowCosine[T ag.Float](s2, t2 *ag.Var[T]) *ag.Var[T] {
+	dot := ag.SumAxes(ag.Mul(s2, t2), []int{1}, false)
+	ns := ag.Sqrt(ag.SumAxes(ag.Square(s2), []int{1}, false))
+	nt := ag.Sqrt(ag.SumAxes(ag.Square(t2), []int{1}, false))
+	return ag.Div(dot, ag.AddScalar(ag.Mul(ns, nt), cosineEps))
+}
+
+// sumOverRows is the frame the DC-family distances share: every parameter
+// of two or more dimensions is reshaped to (out-channels, rest), perRow
+// gives one distance per output channel, and the distances are summed over
+// channels and parameters; one-dimensional parameters contribute nothing.
+func sumOverRows[T ag.Float](gS, gT []*ag.Var[T], perRow func(s2, t2 *ag.Var[T]) *ag.Var[T]) *ag.Var[T] {
 	var total *ag.Var[T]
 	for i, s := range gS {
 		shape := s.Shape()
@@ -34,13 +52,7 @@ func LayerwiseGradDistance[T ag.Float](gS, gT []*ag.Var[T]) *ag.Var[T] {
 			continue
 		}
 		rows := shape[0]
-		s2 := ag.Reshape(s, rows, -1)
-		t2 := ag.Reshape(gT[i], rows, -1)
-		dot := ag.SumAxes(ag.Mul(s2, t2), []int{1}, false)
-		ns := ag.Sqrt(ag.SumAxes(ag.Square(s2), []int{1}, false))
-		nt := ag.Sqrt(ag.SumAxes(ag.Square(t2), []int{1}, false))
-		cos := ag.Div(dot, ag.AddScalar(ag.Mul(ns, nt), cosineEps))
-		d := ag.Sum(ag.AddScalar(ag.Neg(cos), 1))
+		d := ag.Sum(perRow(ag.Reshape(s, rows, -1), ag.Reshape(gT[i], rows, -1)))
 		if total == nil {
 			total = d
 		} else {
@@ -48,8 +60,7 @@ func LayerwiseGradDistance[T ag.Float](gS, gT []*ag.Var[T]) *ag.Var[T] {
 		}
 	}
 	if total == nil && len(gS) > 0 {
-		tp := gS[0].Tape()
-		return tp.Scalar(0)
+		return gS[0].Tape().Scalar(0)
 	}
 	return total
 }

@@ -41,31 +41,10 @@ const magnitudeEps = 1e-12
 // as sqrt(‖A_i − B_i‖² + 1e-12) so that its gradient stays finite when the
 // rows coincide.
 func MagnitudeGradDistance[T ag.Float](gS, gT []*ag.Var[T]) *ag.Var[T] {
-	var total *ag.Var[T]
-	for i, s := range gS {
-		shape := s.Shape()
-		if len(shape) <= 1 {
-			continue
-		}
-		rows := shape[0]
-		s2 := ag.Reshape(s, rows, -1)
-		t2 := ag.Reshape(gT[i], rows, -1)
-		dot := ag.SumAxes(ag.Mul(s2, t2), []int{1}, false)
-		ns := ag.Sqrt(ag.SumAxes(ag.Square(s2), []int{1}, false))
-		nt := ag.Sqrt(ag.SumAxes(ag.Square(t2), []int{1}, false))
-		cos := ag.Div(dot, ag.AddScalar(ag.Mul(ns, nt), cosineEps))
+	return sumOverRows(gS, gT, func(s2, t2 *ag.Var[T]) *ag.Var[T] {
 		diff := ag.Sqrt(ag.AddScalar(ag.SumAxes(ag.Square(ag.Sub(s2, t2)), []int{1}, false), magnitudeEps))
-		d := ag.Sum(ag.Add(ag.AddScalar(ag.Neg(cos), 1), diff))
-		if total == nil {
-			total = d
-		} else {
-			total = ag.Add(total, d)
-		}
-	}
-	if total == nil && len(gS) > 0 {
-		return gS[0].Tape().Scalar(0)
-	}
-	return total
+		return ag.Add(ag.AddScalar(ag.Neg(rowCosine(s2, t2)), 1), diff)
+	})
 }
 
 // GradMatchLossSum is DCC's inter-class objective (survey eq. 25) for the
