@@ -219,6 +219,30 @@ func ReLUAvgPool2x2InPlace[T Float](x *Var[T]) *Var[T] {
 		if !tp.Recording() {
 			return []*Var[T]{fusedConst(tp, s, func(d *tensor.Tensor[T]) { tensor.ReLUAvgPool2x2Backward(d, g.Value, relu) })}
 		}
-		return []*Var[T]{reluGrad(AvgPool2DBackward(g, 2, 2, 0, s[2], s[3]), tp.Const(relu))}
+		return []*Var[T]{reluPoolGrad(g, relu)}
+	})
+}
+
+// reluPoolGrad is the recorded backward of ReLUAvgPool2x2InPlace: g spread
+// over each 2×2 window, /4, where y > 0. One operation instead of a pooling
+// backward followed by a ReLU backward keeps one activation-sized buffer
+// per block out of a recorded first backward pass. It is linear in g (y is
+// a constant mask); its adjoint is maskedPool.
+func reluPoolGrad[T Float](g *Var[T], y *tensor.Tensor[T]) *Var[T] {
+	tp := g.tape
+	out := tp.AllocUninit(y.Shape...)
+	tensor.ReLUAvgPool2x2Backward(out, g.Value, y)
+	return tp.Record(out, []*Var[T]{g}, func(u *Var[T], needs []bool) []*Var[T] {
+		return []*Var[T]{maskedPool(u, y)}
+	})
+}
+
+// maskedPool returns AvgPool2x2(u ⊙ 1[y > 0]), the adjoint of reluPoolGrad.
+func maskedPool[T Float](u *Var[T], y *tensor.Tensor[T]) *Var[T] {
+	tp := u.tape
+	out := tp.AllocUninit(y.Shape[0], y.Shape[1], y.Shape[2]/2, y.Shape[3]/2)
+	tensor.MaskedAvgPool2x2(out, u.Value, y)
+	return tp.Record(out, []*Var[T]{u}, func(v *Var[T], needs []bool) []*Var[T] {
+		return []*Var[T]{reluPoolGrad(v, y)}
 	})
 }

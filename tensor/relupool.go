@@ -76,3 +76,30 @@ func reluPoolCheck[T Float](name string, small, big *Tensor[T]) (planes, h, w in
 	}
 	return big.Shape[0] * big.Shape[1], big.Shape[2], big.Shape[3]
 }
+
+// MaskedAvgPool2x2 is the adjoint of ReLUAvgPool2x2Backward in its gradient
+// argument: dst = AvgPool2x2(u ⊙ 1[y > 0]). u and y are (N,C,H,W) with even
+// H and W, dst is (N,C,H/2,W/2). It panics on other shapes.
+func MaskedAvgPool2x2[T Float](dst, u, y *Tensor[T]) {
+	planes, h, w := reluPoolCheck("MaskedAvgPool2x2", dst, y)
+	if !SameShape(u.Shape, y.Shape) {
+		panic(fmt.Sprintf("tensor: MaskedAvgPool2x2 gradient %v, mask %v", u.Shape, y.Shape))
+	}
+	hw, ow := h*w, w/2
+	parallel.For(planes, planeGrain(hw), func(lo, hi int) {
+		for p := lo; p < hi; p++ {
+			us, ys, ds := u.Data[p*hw:(p+1)*hw], y.Data[p*hw:(p+1)*hw], dst.Data[p*hw/4:(p+1)*hw/4]
+			for oh := 0; oh < h/2; oh++ {
+				for j := 0; j < ow; j++ {
+					var s T
+					for _, i := range [4]int{2*oh*w + 2*j, 2*oh*w + 2*j + 1, (2*oh+1)*w + 2*j, (2*oh+1)*w + 2*j + 1} {
+						if ys[i] > 0 {
+							s += us[i]
+						}
+					}
+					ds[oh*ow+j] = s / 4
+				}
+			}
+		}
+	})
+}
