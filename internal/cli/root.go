@@ -63,7 +63,7 @@ func NewRootCmd(stdout, stderr io.Writer) *cobra.Command {
 	root.SetOut(stdout)
 	root.SetErr(stderr)
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
-	root.AddCommand(newVersionCmd(stdout), newRunCmd(stdout, stderr), newBenchCmd(stdout, stderr), newTrainCmd(stdout, stderr), newDistillCmd(stdout, stderr), newEvalCmd(stdout, stderr))
+	root.AddCommand(newVersionCmd(stdout), newRunCmd(stdout, stderr), newBenchCmd(stdout, stderr), newTrainCmd(stdout, stderr), newDistillCmd(stdout, stderr), newEvalCmd(stdout, stderr), newPrivacyCmd(stdout, stderr))
 	return root
 }
 
