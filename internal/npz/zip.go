@@ -15,20 +15,11 @@ import (
 // Read reads every array of the .npz file at path, keyed by name (the zip
 // entry name without its ".npy" suffix).
 func Read(path string) (map[string]*Array, error) {
-	f, err := os.Open(path)
+	list, err := ReadOrdered(path)
 	if err != nil {
-		return nil, fmt.Errorf("npz: %w", err)
+		return nil, err
 	}
-	defer f.Close()
-	st, err := f.Stat()
-	if err != nil {
-		return nil, fmt.Errorf("npz: %w", err)
-	}
-	m, err := readArchive(f, st.Size())
-	if err != nil {
-		return nil, fmt.Errorf("npz: %s: %w", path, err)
-	}
-	return m, nil
+	return byName(list), nil
 }
 
 // ReadFrom reads every array of an .npz archive of the given size from r.
@@ -63,11 +54,15 @@ func readArchive(r io.ReaderAt, size int64) (map[string]*Array, error) {
 	if err != nil {
 		return nil, err
 	}
+	return byName(list), nil
+}
+
+func byName(list []*Array) map[string]*Array {
 	m := make(map[string]*Array, len(list))
 	for _, a := range list {
 		m[a.Name] = a
 	}
-	return m, nil
+	return m
 }
 
 func readList(r io.ReaderAt, size int64) ([]*Array, error) {
