@@ -377,7 +377,7 @@ func (c *Client) distillMatch(ctx context.Context, t *Task, ipc []int) ([][]*ten
 				v[j] = momentum*v[j] + g[j]
 				x[j] -= float32(lr) * v[j]
 			}
-			if j := firstNonFinite(x); j >= 0 {
+			if j := tensor.FirstNonFinite(x); j >= 0 {
 				return nil, 0, fmt.Errorf("distillation diverged at iteration %d: an image value became %v", it, x[j])
 			}
 		}

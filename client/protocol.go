@@ -13,7 +13,6 @@ package client
 
 import (
 	"fmt"
-	"math"
 	"slices"
 
 	"github.com/fedsim/fedsim/nn"
@@ -164,7 +163,7 @@ func (w *Weights) Matches(m nn.Model[float32]) error {
 			}
 			return fmt.Errorf("weight %s has shape %v, the model's is %v", name, shape, ref.Tensors[i].Shape)
 		}
-		if j := firstNonFinite(t.Data); j >= 0 {
+		if j := tensor.FirstNonFinite(t.Data); j >= 0 {
 			return fmt.Errorf("weight %s has a non-finite value (%v at %d)", name, t.Data[j], j)
 		}
 	}
@@ -234,18 +233,9 @@ func (s *Synthetic) Check(shape []int, classes int) error {
 			return fmt.Errorf("synthetic image %d has label %d but the set stands for no real sample of that class", i, l)
 		}
 	}
-	if j := firstNonFinite(x.Data); j >= 0 {
+	if j := tensor.FirstNonFinite(x.Data); j >= 0 {
 		sz := len(x.Data) / x.Shape[0]
 		return fmt.Errorf("synthetic image %d has a non-finite value (%v)", j/sz, x.Data[j])
 	}
 	return nil
-}
-
-func firstNonFinite(v []float32) int {
-	for i, f := range v {
-		if math.IsNaN(float64(f)) || math.IsInf(float64(f), 0) {
-			return i
-		}
-	}
-	return -1
 }

@@ -202,7 +202,7 @@ func TrainExperts(real, test *data.Dataset, cfg BufferConfig, dir string) (*Buff
 		if err != nil {
 			return nil, err
 		}
-		if err := writeAtomic(filepath.Join(dir, bufferIndex), append(b, '\n')); err != nil {
+		if err := writeFileAtomic(filepath.Join(dir, bufferIndex), append(b, '\n')); err != nil {
 			return nil, err
 		}
 	}
@@ -258,7 +258,7 @@ func trainExpert(ctx context.Context, real, test *data.Dataset, cfg BufferConfig
 			cfg.EpochDone(e, ep, acc)
 		}
 	}
-	if err := writeAtomic(filepath.Join(dir, rec.File), file.Bytes()); err != nil {
+	if err := writeFileAtomic(filepath.Join(dir, rec.File), file.Bytes()); err != nil {
 		return rec, err
 	}
 	return rec, nil
@@ -303,34 +303,6 @@ func encodeChunk(ps []*tensor.Tensor[float32], offset int64) (chunk, error) {
 		return chunk{}, err
 	}
 	return chunk{data: out.Bytes(), rec: ChunkRec{Offset: offset, Length: int64(out.Len()), CRC32: crc}}, nil
-}
-
-// writeAtomic writes b to path through a temporary file in the same folder
-// and a rename, so readers never see a partial file.
-func writeAtomic(path string, b []byte) error {
-	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
-	if err != nil {
-		return fmt.Errorf("distill: %w", err)
-	}
-	tmp := f.Name()
-	_, err = f.Write(b)
-	if err == nil {
-		err = f.Chmod(0o644)
-	}
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp, path)
-	}
-	if err != nil {
-		os.Remove(tmp)
-		return fmt.Errorf("distill: writing %s: %w", path, err)
-	}
-	return nil
 }
 
 // OpenBuffer reads and validates dir/index.json and checks that every
@@ -465,7 +437,7 @@ func (b *Buffer) Params(e, ep int) ([]*tensor.Tensor[float32], error) {
 		for j := range t.Data {
 			t.Data[j] = math.Float32frombits(binary.LittleEndian.Uint32(raw[4*(off+j):]))
 		}
-		if firstNonFinite(t.Data) >= 0 {
+		if tensor.FirstNonFinite(t.Data) >= 0 {
 			return nil, bad("parameter %s has a non-finite value", ix.ParamNames[i])
 		}
 		off += len(t.Data)

@@ -151,7 +151,7 @@ func (s *imageState) update(it int, loss float64) error {
 	if math.IsNaN(loss) || math.IsInf(loss, 0) {
 		return fmt.Errorf("%w: iteration %d: loss is %v (lower the image learning rate, now %g)", ErrDiverged, it, loss, s.cfg.LRImg)
 	}
-	if i := firstNonFinite(s.grad.Data); i >= 0 {
+	if i := tensor.FirstNonFinite(s.grad.Data); i >= 0 {
 		return fmt.Errorf("%w: iteration %d: the image gradient is not finite (%v)", ErrDiverged, it, s.grad.Data[i])
 	}
 	mu, lr := float32(s.cfg.Momentum), float32(s.cfg.LRImg)

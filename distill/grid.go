@@ -6,8 +6,8 @@ import (
 	"image"
 	"image/color"
 	"image/png"
-	"os"
-	"path/filepath"
+
+	"github.com/fedsim/fedsim/internal/atomicfile"
 )
 
 // GridImage draws the synthetic set as a grid: one row per class, the
@@ -74,29 +74,9 @@ func WriteGrid(path string, s *SyntheticSet) error {
 	return writeFileAtomic(path, buf.Bytes())
 }
 
-// writeFileAtomic writes b to path through a temporary file in the same
-// folder and a rename.
+// writeFileAtomic writes b to path atomically (see internal/atomicfile).
 func writeFileAtomic(path string, b []byte) error {
-	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*")
-	if err != nil {
-		return fmt.Errorf("distill: %w", err)
-	}
-	defer os.Remove(f.Name())
-	if _, err := f.Write(b); err != nil {
-		f.Close()
-		return fmt.Errorf("distill: writing %s: %w", path, err)
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return fmt.Errorf("distill: writing %s: %w", path, err)
-	}
-	if err := f.Close(); err != nil {
-		return fmt.Errorf("distill: writing %s: %w", path, err)
-	}
-	if err := os.Chmod(f.Name(), 0o644); err != nil {
-		return fmt.Errorf("distill: %w", err)
-	}
-	if err := os.Rename(f.Name(), path); err != nil {
+	if err := atomicfile.WriteFile(path, b); err != nil {
 		return fmt.Errorf("distill: %w", err)
 	}
 	return nil

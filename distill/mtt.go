@@ -160,7 +160,7 @@ func (t *tm) Step(ctx context.Context, it int) (float64, error) {
 	if math.IsNaN(g.LR) || math.IsInf(g.LR, 0) {
 		return g.Loss, fmt.Errorf("%w: iteration %d: the step-size gradient is %v", ErrDiverged, it, g.LR)
 	}
-	if g.SoftY != nil && firstNonFinite(g.SoftY.Data) >= 0 {
+	if g.SoftY != nil && tensor.FirstNonFinite(g.SoftY.Data) >= 0 {
 		return g.Loss, fmt.Errorf("%w: iteration %d: the soft-label gradient is not finite", ErrDiverged, it)
 	}
 	copy(t.grad.Data, g.X.Data)

@@ -113,7 +113,7 @@ func LoadCheckpoint(path string) (*Checkpoint, error) {
 			return nil, bad("velocity is %s %v, want float32 %v", va.DType, va.Shape, syn.X.Shape)
 		}
 		c.Velocity, _ = tensor.FromSlice(va.Data.([]float32), va.Shape...)
-		if i := firstNonFinite(c.Velocity.Data); i >= 0 {
+		if i := tensor.FirstNonFinite(c.Velocity.Data); i >= 0 {
 			return nil, bad("velocity has a non-finite value")
 		}
 	}

@@ -97,7 +97,7 @@ func (s *SyntheticSet) Validate() error {
 			return fmt.Errorf("distill: channel %d has mean %v and std %v: want a finite mean and a finite std > 0", i, s.Mean[i], s.Std[i])
 		}
 	}
-	if i := firstNonFinite(x.Data); i >= 0 {
+	if i := tensor.FirstNonFinite(x.Data); i >= 0 {
 		sz := len(x.Data) / n
 		return fmt.Errorf("distill: synthetic image %d has a non-finite value (%v at offset %d)", i/sz, x.Data[i], i%sz)
 	}
@@ -106,20 +106,11 @@ func (s *SyntheticSet) Validate() error {
 		if ys.Rank() != 2 || ys.Shape[0] != n || ys.Shape[1] != s.Classes || len(ys.Data) != tensor.Size(ys.Shape) {
 			return fmt.Errorf("distill: soft labels have shape %v: want (%d, %d)", ys.Shape, n, s.Classes)
 		}
-		if i := firstNonFinite(ys.Data); i >= 0 {
+		if i := tensor.FirstNonFinite(ys.Data); i >= 0 {
 			return fmt.Errorf("distill: soft label of image %d has a non-finite value (%v)", i/s.Classes, ys.Data[i])
 		}
 	}
 	return nil
-}
-
-func firstNonFinite(v []float32) int {
-	for i, f := range v {
-		if math.IsNaN(float64(f)) || math.IsInf(float64(f), 0) {
-			return i
-		}
-	}
-	return -1
 }
 
 // CheckAgainst reports whether the set can be used with the real data set

@@ -417,7 +417,7 @@ func ReadZCA(path string) (*ZCA, error) {
 	z.Transform, _ = tensor.FromSlice(ta.Data.([]float32), d, d)
 	z.Inverse, _ = tensor.FromSlice(ia.Data.([]float32), d, d)
 	for _, v := range [][]float32{z.PixelMean, z.PixelStd, z.Mean, z.Transform.Data, z.Inverse.Data} {
-		if i := firstNonFinite(v); i >= 0 {
+		if i := tensor.FirstNonFinite(v); i >= 0 {
 			return bad("non-finite value")
 		}
 	}

@@ -16,6 +16,7 @@ import (
 	"github.com/fedsim/fedsim/data"
 	"github.com/fedsim/fedsim/distill"
 	"github.com/fedsim/fedsim/federation"
+	"github.com/fedsim/fedsim/internal/atomicfile"
 	"github.com/fedsim/fedsim/internal/parallel"
 	"github.com/fedsim/fedsim/nn"
 	"github.com/fedsim/fedsim/server"
@@ -26,35 +27,6 @@ func workers(n int) int {
 		return parallel.Workers()
 	}
 	return n
-}
-
-// writeFileAtomic writes b to path through a synced temporary file renamed
-// over it, so readers never see a partial file.
-func writeFileAtomic(path string, b []byte) error {
-	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
-	if err != nil {
-		return fmt.Errorf("sim: %w", err)
-	}
-	defer os.Remove(f.Name())
-	if _, err := f.Write(b); err != nil {
-		f.Close()
-		return fmt.Errorf("sim: writing %s: %w", path, err)
-	}
-	if err := f.Chmod(0o644); err != nil {
-		f.Close()
-		return fmt.Errorf("sim: writing %s: %w", path, err)
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return fmt.Errorf("sim: writing %s: %w", path, err)
-	}
-	if err := f.Close(); err != nil {
-		return fmt.Errorf("sim: writing %s: %w", path, err)
-	}
-	if err := os.Rename(f.Name(), path); err != nil {
-		return fmt.Errorf("sim: %w", err)
-	}
-	return nil
 }
 
 // ClientInfo is one entry of clients.json.
@@ -185,4 +157,12 @@ func linePlot(path, title, xlabel string, pts plotter.XYs) error {
 		return fmt.Errorf("sim: plot: %w", err)
 	}
 	return writeFileAtomic(path, b.Bytes())
+}
+
+// writeFileAtomic writes b to path atomically (see internal/atomicfile).
+func writeFileAtomic(path string, b []byte) error {
+	if err := atomicfile.WriteFile(path, b); err != nil {
+		return fmt.Errorf("sim: %w", err)
+	}
+	return nil
 }

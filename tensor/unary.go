@@ -156,13 +156,16 @@ func Sum[T Float](x []T) float64 {
 	return s
 }
 
-// HasNaNOrInf reports whether any element is NaN or ±Inf.
-func HasNaNOrInf[T Float](x []T) bool {
-	for _, v := range x {
+// FirstNonFinite returns the index of the first NaN or ±Inf in x, or −1.
+func FirstNonFinite[T Float](x []T) int {
+	for i, v := range x {
 		f := float64(v)
 		if math.IsNaN(f) || math.IsInf(f, 0) {
-			return true
+			return i
 		}
 	}
-	return false
+	return -1
 }
+
+// HasNaNOrInf reports whether any element is NaN or ±Inf.
+func HasNaNOrInf[T Float](x []T) bool { return FirstNonFinite(x) >= 0 }

@@ -15,6 +15,7 @@ import (
 
 	ag "github.com/fedsim/fedsim/autograd"
 	"github.com/fedsim/fedsim/data"
+	"github.com/fedsim/fedsim/internal/atomicfile"
 	"github.com/fedsim/fedsim/nn"
 	"github.com/fedsim/fedsim/tensor"
 )
@@ -211,24 +212,5 @@ func RunTrain(ctx context.Context, o *TrainOptions, stdout, stderr io.Writer) er
 	return err
 }
 
-// writeFileAtomic writes b to path through a temporary file in the same
-// folder and a rename, so a reader never sees a half-written file.
-func writeFileAtomic(path string, b []byte) error {
-	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(f.Name())
-	if _, err := f.Write(b); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	return os.Rename(f.Name(), path)
-}
+// writeFileAtomic writes b to path atomically (see internal/atomicfile).
+func writeFileAtomic(path string, b []byte) error { return atomicfile.WriteFile(path, b) }

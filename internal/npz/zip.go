@@ -1,13 +1,13 @@
 package npz
 
 import (
+	"github.com/fedsim/fedsim/internal/atomicfile"
+
 	"archive/zip"
-	"bufio"
 	"errors"
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
 	"strings"
 	"time"
 )
@@ -170,43 +170,8 @@ func Write(path string, arrays []*Array) (err error) {
 	if err := checkArrays(arrays); err != nil {
 		return fmt.Errorf("npz: %s: %w", path, err)
 	}
-	dir, base := filepath.Split(path)
-	if dir == "" {
-		dir = "."
-	}
-	tmp, err := os.CreateTemp(dir, "."+base+".tmp-*")
-	if err != nil {
+	if err := atomicfile.Write(path, func(w io.Writer) error { return writeArchive(w, arrays) }); err != nil {
 		return fmt.Errorf("npz: %w", err)
-	}
-	defer func() {
-		if err != nil {
-			tmp.Close()
-			os.Remove(tmp.Name())
-		}
-	}()
-	bw := bufio.NewWriterSize(tmp, 1<<20)
-	if err := writeArchive(bw, arrays); err != nil {
-		return fmt.Errorf("npz: %s: %w", path, err)
-	}
-	if err := bw.Flush(); err != nil {
-		return fmt.Errorf("npz: %s: %w", path, err)
-	}
-	if err := tmp.Chmod(0o644); err != nil {
-		return fmt.Errorf("npz: %w", err)
-	}
-	if err := tmp.Sync(); err != nil {
-		return fmt.Errorf("npz: %w", err)
-	}
-	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("npz: %w", err)
-	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
-		return fmt.Errorf("npz: %w", err)
-	}
-	// Best effort: make the rename durable.
-	if d, derr := os.Open(dir); derr == nil {
-		d.Sync()
-		d.Close()
 	}
 	return nil
 }
