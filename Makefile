@@ -3,9 +3,9 @@ GO      ?= go
 PYTHON  ?= /usr/bin/python3
 PKGS    := ./...
 # Packages with goroutines: run under the race detector in `make test`.
-RACE_PKGS := ./internal/parallel/ ./tensor/... ./federation/... ./server/ ./client/ ./sim/
+RACE_PKGS := ./internal/parallel/ ./tensor/... ./federation/... ./server/ ./client/ ./sim/ ./cluster/
 
-.PHONY: all build test race lint vet fmt-check bench bench-go bench-torch benchmarks fixtures fuzz clean results-train
+.PHONY: all build test race lint vet fmt-check bench bench-go bench-torch benchmarks fixtures fuzz clean results-train proto proto-check proto-tools
 
 all: build
 
@@ -49,6 +49,29 @@ results-train:
 fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzSgemm -fuzztime 30s ./tensor/gemm/
 	$(GO) test -run '^$$' -fuzz FuzzRead -fuzztime 30s ./internal/npz/
+	$(GO) test -run '^$$' -fuzz FuzzChunkStream -fuzztime 30s ./federation/rpc/
 
 clean:
 	rm -rf bin
+
+# gRPC data plane (proto/fedsim.proto -> federation/rpc/rpcpb). Needs protoc
+# (apt-get install -y protobuf-compiler) and the two plugins at the pinned
+# versions (make proto-tools); CI does not: the generated code is committed.
+PROTOC_GEN_GO_VERSION      := v1.36.12
+PROTOC_GEN_GO_GRPC_VERSION := v1.6.2
+PROTO_OUT := federation/rpc/rpcpb
+PROTOC_RUN = PATH="$$($(GO) env GOPATH)/bin:$$PATH" protoc -I proto \
+	--go_out=$(1) --go_opt=paths=source_relative \
+	--go-grpc_out=$(1) --go-grpc_opt=paths=source_relative proto/fedsim.proto
+
+proto-tools:
+	$(GO) install google.golang.org/protobuf/cmd/protoc-gen-go@$(PROTOC_GEN_GO_VERSION)
+	$(GO) install google.golang.org/grpc/cmd/protoc-gen-go-grpc@$(PROTOC_GEN_GO_GRPC_VERSION)
+
+proto:
+	$(call PROTOC_RUN,$(PROTO_OUT))
+
+# Regenerates into a temporary folder and fails if the committed code differs.
+proto-check:
+	@tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; \
+	$(call PROTOC_RUN,$$tmp) && diff -ru $(PROTO_OUT) "$$tmp" && echo "proto: generated code is current"
