@@ -11,6 +11,7 @@ import (
 	"github.com/fedsim/fedsim/data"
 	"github.com/fedsim/fedsim/distill"
 	"github.com/fedsim/fedsim/nn"
+	"github.com/fedsim/fedsim/privacy"
 	"github.com/fedsim/fedsim/tensor"
 )
 
@@ -19,6 +20,10 @@ import (
 type Client struct {
 	ID   int
 	Data *data.Dataset
+
+	// privacy composes the client's private tasks (the one thing a client
+	// keeps between tasks: its spent budget).
+	privacy *privacy.Accountant
 }
 
 // New returns client id holding data (which it does not modify).
@@ -26,7 +31,7 @@ func New(id int, d *data.Dataset) (*Client, error) {
 	if d == nil || d.Len() == 0 {
 		return nil, fmt.Errorf("client %d: no data", id)
 	}
-	return &Client{ID: id, Data: d}, nil
+	return &Client{ID: id, Data: d, privacy: privacy.NewAccountant(privacy.Config{})}, nil
 }
 
 // Random streams of a task (with Task.Seed).
@@ -135,6 +140,9 @@ func (c *Client) distill(ctx context.Context, t *Task) (*Result, error) {
 		return nil, fmt.Errorf("bad distillation settings: ipc %d, iterations %d, real batch %d, image lr %g, perturbation %g",
 			t.IPC, t.Iterations, t.BatchReal, t.LRImg, t.Perturb)
 	}
+	if err := c.spendPrivacy(t); err != nil {
+		return nil, err
+	}
 	hist := c.Data.Histogram()
 	ipc := make([]int, len(hist)) // images per class
 	for k, n := range hist {
@@ -169,7 +177,13 @@ func (c *Client) distill(ctx context.Context, t *Task) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Result{Loss: loss, Synthetic: assemble(perClass, hist, c.Data.ImageShape())}, nil
+	res := &Result{Loss: loss, Synthetic: assemble(perClass, hist, c.Data.ImageShape())}
+	if t.DP != nil {
+		if res.Epsilon, _, err = c.privacy.Spent(t.DP.Delta); err != nil {
+			return nil, err
+		}
+	}
+	return res, nil
 }
 
 // assemble stacks the per-class images class-major.
@@ -228,7 +242,7 @@ func (c *Client) distillRandom(ctx context.Context, t *Task, ipc []int) ([][]*te
 		}
 		sub.Classes, sub.ClassNames = len(classes), nil
 		cfg := distill.Config{Method: distill.MethodDM, IPC: g, Model: t.Model, BatchReal: t.BatchReal, LRImg: t.LRImg,
-			Seed: tensor.NewRNG(t.Seed, streamGroup+uint64(gi)).Uint64()}
+			Seed: tensor.NewRNG(t.Seed, streamGroup+uint64(gi)).Uint64(), DP: t.DP.distillConfig()}
 		d, err := distill.New(cfg, t.Dataset)
 		if err != nil {
 			return nil, 0, err
@@ -290,7 +304,11 @@ func (c *Client) distillMatch(ctx context.Context, t *Task, ipc []int) ([][]*ten
 		for i := range pick {
 			pick[i] = byClass[k][perm[i]]
 		}
-		syn[k], _ = c.Data.Batch(pick)
+		if t.DP != nil {
+			syn[k] = noiseImages(n, shape, rng) // real images would be released as they are
+		} else {
+			syn[k], _ = c.Data.Batch(pick)
+		}
 		vel[k] = tensor.New[float32](syn[k].Shape...)
 		grad[k] = tensor.New[float32](syn[k].Shape...)
 	}
@@ -343,13 +361,18 @@ func (c *Client) distillMatch(ctx context.Context, t *Task, ipc []int) ([][]*ten
 			for i := range pick {
 				pick[i] = idx[perm[i]]
 			}
+			if t.DP != nil {
+				pick = distill.PoissonSample(idx, t.DP.SampleRate, rng)
+			}
 			xr, yr := c.Data.Batch(pick)
 			var aug *data.Augmentation
 			if shared != nil {
 				aug = shared.Sample(rng, max(len(pick), n), shape[1], shape[2])
 			}
 			var l float64
-			if t.Method == MethodDM {
+			if t.DP != nil {
+				l, err = dpClassLoss(t, net, xr, yr, len(idx), syn[k], k, aug, rng, grad[k])
+			} else if t.Method == MethodDM {
 				l, err = distill.DMLoss(net.(nn.Embedder[float32]), xr, syn[k], aug, grad[k])
 			} else {
 				synY := make([]int, n)

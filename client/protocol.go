@@ -76,6 +76,9 @@ type Task struct {
 	// noise of standard deviation Perturb × its RMS.
 	Perturb float64 `json:"perturb,omitempty"`
 
+	// DP, if set, makes the distillation differentially private (dp.go).
+	DP *DPTask `json:"dp,omitempty"`
+
 	// Global holds the global model's weights (nil when the task does not
 	// need them).
 	Global *Weights `json:"-"`
@@ -103,6 +106,9 @@ type Result struct {
 	Weights *Weights `json:"-"`
 	// Synthetic is the distilled set (KindDistill).
 	Synthetic *Synthetic `json:"-"`
+	// Epsilon is the ε the client has spent so far at the task's δ, this
+	// task included (private tasks only).
+	Epsilon float64 `json:"epsilon,omitempty"`
 }
 
 // Failed returns a failed result for task t.

@@ -1,0 +1,120 @@
+package client
+
+import (
+	"fmt"
+	"math"
+
+	"github.com/fedsim/fedsim/data"
+	"github.com/fedsim/fedsim/distill"
+	"github.com/fedsim/fedsim/nn"
+	"github.com/fedsim/fedsim/privacy"
+	"github.com/fedsim/fedsim/tensor"
+)
+
+// DPTask asks for example-level differentially private distillation: each
+// iteration every real example joins with probability SampleRate, each
+// example's embedding (DM) or gradient (GM) is clipped to Clip, and the
+// per-class sums get Gaussian noise of standard deviation Noise·Clip (see
+// distill.DPConfig). One iteration is one step of the sampled Gaussian
+// mechanism on the client's data (an example belongs to one class), so a
+// task of I iterations spends I steps of the client's budget.
+type DPTask struct {
+	SampleRate float64 `json:"sample_rate"`
+	Clip       float64 `json:"clip"`
+	Noise      float64 `json:"noise"`
+	Delta      float64 `json:"delta"`
+	// Budget is the ε the client may spend in all (0: no limit): a task
+	// that would take the client past it is refused before any work.
+	Budget float64 `json:"budget,omitempty"`
+}
+
+// distillConfig is the distill package's view of the settings (nil for
+// none).
+func (d *DPTask) distillConfig() *distill.DPConfig {
+	if d == nil {
+		return nil
+	}
+	return &distill.DPConfig{SampleRate: d.SampleRate, Clip: d.Clip, Noise: d.Noise}
+}
+
+// spendPrivacy checks a private task's settings and records its steps in
+// the client's accountant, or refuses the task (before any work) when the
+// steps would exceed the budget.
+func (c *Client) spendPrivacy(t *Task) error {
+	if t.DP == nil {
+		return nil
+	}
+	d := t.DP
+	if err := d.distillConfig().Validate(); err != nil {
+		return err
+	}
+	if !(d.Noise > 0) {
+		return fmt.Errorf("private task: noise multiplier σ = %g must be positive", d.Noise)
+	}
+	if !(d.Delta > 0 && d.Delta < 1) || !(d.Budget >= 0) || math.IsInf(d.Budget, 0) {
+		return fmt.Errorf("private task: δ = %g must be in (0, 1) and the budget ε = %g finite and not negative", d.Delta, d.Budget)
+	}
+	if t.Iterations < 1 {
+		return nil
+	}
+	if c.privacy == nil {
+		c.privacy = privacy.NewAccountant(privacy.Config{})
+	}
+	if d.Budget == 0 {
+		return c.privacy.Add(d.SampleRate, d.Noise, t.Iterations)
+	}
+	ok, err := c.privacy.TryAdd(d.SampleRate, d.Noise, t.Iterations, d.Delta, d.Budget)
+	if err != nil {
+		return err
+	}
+	if !ok {
+		spent, _, _ := c.privacy.Spent(d.Delta)
+		after, _, _ := c.privacy.SpentAfter(d.SampleRate, d.Noise, t.Iterations, d.Delta)
+		return fmt.Errorf("privacy budget: refusing the task: it would take ε from %.4g to %.4g, over the budget ε = %g at δ = %g", spent, after, d.Budget, d.Delta)
+	}
+	return nil
+}
+
+// ChargePrivacy records steps of the sampled Gaussian mechanism (q, sigma)
+// that the client spent before this process started (a resumed run
+// re-charges the private tasks its clients did before the checkpoint, so
+// that budgets hold across a resume).
+func (c *Client) ChargePrivacy(q, sigma float64, steps int) error {
+	if c.privacy == nil {
+		c.privacy = privacy.NewAccountant(privacy.Config{})
+	}
+	return c.privacy.Add(q, sigma, steps)
+}
+
+// Spent returns the ε the client has spent at δ.
+func (c *Client) Spent(delta float64) (float64, error) {
+	if c.privacy == nil {
+		return 0, nil
+	}
+	eps, _, err := c.privacy.Spent(delta)
+	return eps, err
+}
+
+// noiseImages returns n standard-normal images: the start of a private
+// synthetic set.
+func noiseImages(n int, shape []int, rng *tensor.RNG) *tensor.Tensor[float32] {
+	x := tensor.New[float32](append([]int{n}, shape...)...)
+	tensor.FillNormal(rng, x, 0, 1)
+	return x
+}
+
+// dpClassLoss is one class's private matching loss for distillMatch: the
+// Poisson-sampled real batch xr of class k (nk real examples in all) against
+// the synthetic images syn.
+func dpClassLoss(t *Task, net nn.Model[float32], xr *tensor.Tensor[float32], yr []int, nk int, syn *tensor.Tensor[float32], k int, aug *data.Augmentation, rng *tensor.RNG, grad *tensor.Tensor[float32]) (float64, error) {
+	dp := *t.DP.distillConfig()
+	denom := dp.SampleRate * float64(nk)
+	if t.Method == MethodDM {
+		return distill.DPDMLoss(net.(nn.Embedder[float32]), xr, denom, syn, aug, dp, rng, grad)
+	}
+	synY := make([]int, syn.Shape[0])
+	for i := range synY {
+		synY[i] = k
+	}
+	return distill.DPGradMatchLoss(net, xr, yr, denom, syn, synY, aug, distill.MatchConfig{}, dp, rng, grad)
+}

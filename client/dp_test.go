@@ -1,0 +1,91 @@
+package client
+
+import (
+	"context"
+	"math"
+	"strings"
+	"testing"
+
+	"github.com/fedsim/fedsim/nn"
+	"github.com/fedsim/fedsim/privacy"
+	"github.com/fedsim/fedsim/tensor"
+)
+
+// A private task reports the ε the accountant gives for its steps; a
+// second task that would pass the budget is refused before any work; bad
+// settings fail the task.
+func TestPrivateDistillationBudget(t *testing.T) {
+	m, _ := nn.New[float32]("convnet-w4", []int{1, 8, 8}, 3, tensor.NewRNG(2, 0))
+	const q, sigma, delta, iters = 0.5, 1.0, 1e-5, 3
+	one, _, err := privacy.Epsilon(q, sigma, iters, delta)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, base := range []Task{
+		{Kind: KindDistill, Method: MethodDM, Nets: NetsRandom},
+		{Kind: KindDistill, Method: MethodGM, Nets: NetsRandom},
+		{Kind: KindDistill, Method: MethodDM, Nets: NetsGlobal, Global: WeightsOf(m)},
+		{Kind: KindDistill, Method: MethodGM, Nets: NetsGlobal, Global: WeightsOf(m)},
+	} {
+		c := testClient(t)
+		task := base
+		task.Round, task.Client, task.Seed, task.Model, task.Dataset = 1, 4, 9, "convnet-w4", "mnist"
+		task.IPC, task.Iterations, task.BatchReal = 2, iters, 4
+		task.DP = &DPTask{SampleRate: q, Clip: 1, Noise: sigma, Delta: delta, Budget: 1.2 * one}
+		r := c.Handle(context.Background(), &task)
+		if r.Status != StatusOK {
+			t.Fatalf("%s/%s: %s", task.Method, task.Nets, r.Error)
+		}
+		if math.Abs(r.Epsilon-one) > 1e-9*one {
+			t.Fatalf("%s/%s: reported ε %g, the accountant gives %g", task.Method, task.Nets, r.Epsilon, one)
+		}
+		// The set starts from noise, not from the client's images.
+		for i := range r.Synthetic.X.Data {
+			if r.Synthetic.X.Data[i] == c.Data.X.Data[i%len(c.Data.X.Data)] {
+				t.Fatalf("%s/%s: synthetic value %d equals a real pixel", task.Method, task.Nets, i)
+			}
+		}
+		task.Round = 2
+		r = c.Handle(context.Background(), &task)
+		if r.Status != StatusFailed || !strings.Contains(r.Error, "privacy budget") {
+			t.Fatalf("%s/%s: second task over budget: %+v", task.Method, task.Nets, r)
+		}
+		if eps, _ := c.Spent(delta); math.Abs(eps-one) > 1e-9*one {
+			t.Fatalf("a refused task was charged: spent %g, want %g", eps, one)
+		}
+	}
+	c := testClient(t)
+	for _, bad := range []struct {
+		dp   DPTask
+		want string
+	}{
+		{DPTask{SampleRate: 0, Clip: 1, Noise: 1, Delta: 1e-5}, "sample rate"},
+		{DPTask{SampleRate: 0.5, Clip: 0, Noise: 1, Delta: 1e-5}, "clipping norm"},
+		{DPTask{SampleRate: 0.5, Clip: 1, Noise: 0, Delta: 1e-5}, "noise multiplier"},
+		{DPTask{SampleRate: 0.5, Clip: 1, Noise: 1, Delta: 1}, "δ"},
+	} {
+		task := Task{Round: 1, Client: 4, Kind: KindDistill, Method: MethodDM, Nets: NetsRandom, Seed: 1, Model: "convnet-w4", Dataset: "mnist",
+			IPC: 1, Iterations: 1, BatchReal: 4, DP: &bad.dp}
+		r := c.Handle(context.Background(), &task)
+		if r.Status != StatusFailed || !strings.Contains(r.Error, bad.want) {
+			t.Errorf("%+v: want a failure mentioning %q, got %+v", bad.dp, bad.want, r)
+		}
+	}
+}
+
+// Steps charged before a resume count against the budget.
+func TestChargePrivacy(t *testing.T) {
+	c := testClient(t)
+	if err := c.ChargePrivacy(0.5, 1, 3); err != nil {
+		t.Fatal(err)
+	}
+	want, _, _ := privacy.Epsilon(0.5, 1, 3, 1e-5)
+	if got, err := c.Spent(1e-5); err != nil || math.Abs(got-want) > 1e-9*want {
+		t.Fatalf("spent %g (%v), want %g", got, err, want)
+	}
+	task := Task{Round: 1, Client: 4, Kind: KindDistill, Method: MethodDM, Nets: NetsRandom, Seed: 1, Model: "convnet-w4", Dataset: "mnist",
+		IPC: 1, Iterations: 3, BatchReal: 4, DP: &DPTask{SampleRate: 0.5, Clip: 1, Noise: 1, Delta: 1e-5, Budget: 1.2 * want}}
+	if r := c.Handle(context.Background(), &task); r.Status != StatusFailed || !strings.Contains(r.Error, "privacy budget") {
+		t.Fatalf("a task past the budget after a charge: %+v", r)
+	}
+}
