@@ -186,7 +186,7 @@ func TestConfigErrors(t *testing.T) {
 		cfg  Config
 		want string
 	}{
-		{Config{Method: "kip", IPC: 1}, `unknown method "kip"`},
+		{Config{Method: "nosuch", IPC: 1}, `unknown method "nosuch"`},
 		{Config{Method: "dm", IPC: 0}, "images per class 0"},
 		{Config{Method: "dc", IPC: 1, Init: "zeros"}, `initialisation "zeros"`},
 		{Config{Method: "dsa", IPC: 1, DSAStrategy: "colour"}, "colour"},

@@ -53,6 +53,9 @@ func New(cfg Config, dataset string) (Distiller, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
+	if d := newPart2(cfg); d != nil {
+		return d, nil
+	}
 	switch cfg.Method {
 	case MethodRandom, MethodHerding, MethodKCenter:
 		return &coreset{cfg: cfg}, nil

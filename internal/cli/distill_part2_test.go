@@ -1,0 +1,65 @@
+package cli
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/fedsim/fedsim/distill"
+)
+
+// The kernel and meta-learning methods run through `fedsim distill` and
+// leave the same files: synthetic.npz (with y_soft where labels are
+// learned), grid.png, report.json with their configuration, a checkpoint
+// that --resume continues from, and for linba factors.npz.
+func TestDistillPart2Methods(t *testing.T) {
+	for _, c := range []struct {
+		method string
+		edit   func(o *DistillOptions)
+		soft   bool
+	}{
+		{"kip", func(o *DistillOptions) { o.LearnLabels = true }, true},
+		{"kip", func(o *DistillOptions) { o.Kernel, o.KernelDepth = "conv", 1; o.BatchReal = 4 }, false},
+		{"rfad", func(o *DistillOptions) { o.RFModels, o.RFWidth = 1, 8 }, false},
+		{"frepo", func(o *DistillOptions) { o.RFModels, o.MaxAge = 2, 2 }, false},
+		{"dd", func(o *DistillOptions) { o.Unroll, o.UnrollMom, o.UnrollSeg = 3, 0.9, 2 }, false},
+		{"sldd", func(o *DistillOptions) { o.Unroll = 2 }, true},
+		{"ld", func(o *DistillOptions) { o.Unroll = 2 }, true},
+		{"linba", func(o *DistillOptions) { o.Unroll = 2 }, false},
+	} {
+		t.Run(c.method, func(t *testing.T) {
+			dir := t.TempDir()
+			o := tinyDistill(c.method, dir)
+			o.EvalRuns = 1
+			c.edit(o)
+			stdout := runDistillOrSkip(t, o)
+			if !strings.Contains(stdout, "test accuracy") {
+				t.Errorf("stdout %q reports no accuracy", stdout)
+			}
+			syn, err := distill.ReadSynthetic(filepath.Join(dir, "synthetic.npz"), 10)
+			if err != nil {
+				t.Fatal(err)
+			}
+			want := 10
+			if c.method == "linba" {
+				want = 10 * 4 * o.IPC // r = 4·IPC decoded images per class
+				if _, err := os.Stat(filepath.Join(dir, "factors.npz")); err != nil {
+					t.Errorf("no factors.npz: %v", err)
+				}
+			}
+			if syn.Len() != want || (syn.YSoft != nil) != c.soft {
+				t.Errorf("%d images, soft labels %v (want %d, %v)", syn.Len(), syn.YSoft != nil, want, c.soft)
+			}
+			rep, err := os.ReadFile(filepath.Join(dir, "report.json"))
+			if err != nil || !strings.Contains(string(rep), `"method": "`+c.method+`"`) {
+				t.Errorf("report.json %s, %v", rep, err)
+			}
+			// Resume to more iterations from the checkpoint.
+			o.Iters, o.Resume = 4, true
+			if out := runDistillOrSkip(t, o); !strings.Contains(out, "resumed from the checkpoint after 3 iterations") {
+				t.Errorf("resume: %q", out)
+			}
+		})
+	}
+}
