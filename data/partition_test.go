@@ -238,7 +238,7 @@ func TestPartitionErrors(t *testing.T) {
 		{"kSamples", func() error { _, e := Shards(labels, 3, 4, 3, rng); return e }, []string{"4 clients × 3 shards = 12 shards but only 10 samples"}},
 		{"minSize", func() error { _, e := Dirichlet(labels, 3, 4, 1, 3, rng); return e }, []string{"minimum size 3 × 4 clients exceeds the 10 samples", "at most 2"}},
 		{"minNeg", func() error { _, e := QuantitySkew(labels, 3, 4, 1, -1, rng); return e }, []string{"minimum size = -1"}},
-		{"method", func() error { _, e := PartitionConfig{Method: "zipf", Clients: 2}.Partition(labels, 3, rng); return e }, []string{`unknown partition method "zipf"`, "iid, dirichlet, shards, quantity"}},
+		{"method", func() error { _, e := PartitionConfig{Method: "zipf", Clients: 2}.Partition(labels, 3, rng); return e }, []string{`unknown partition method "zipf"`, "iid, dirichlet, dirichlet-client, shards, quantity"}},
 		{"impossible", func() error {
 			_, e := Dirichlet(make([]int, 1000), 1, 100, 0.001, 10, rng)
 			return e
@@ -258,6 +258,53 @@ func TestSummary(t *testing.T) {
 	s := p.Summary()
 	if !strings.Contains(s, "2 clients, 10 samples") || strings.Count(s, "\n") != 4 {
 		t.Fatalf("summary:\n%s", s)
+	}
+}
+
+func TestDirichletClientSkew(t *testing.T) {
+	// DynaFed's extreme setting, where the per-class split cannot work:
+	// 80 clients, alpha 0.01.
+	labels := make([]int, 60000)
+	for i := range labels {
+		labels[i] = i % 10
+	}
+	p, err := DirichletClient(labels, 10, 80, 0.01, tensor.NewRNG(1, 0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkPartition(t, p, labels, 10, 80)
+	for i, c := range p.Clients {
+		if len(c) != 750 {
+			t.Fatalf("client %d has %d samples, want 750 (equal shares)", i, len(c))
+		}
+	}
+	if c := classesPerClient(p); c > 2 {
+		t.Errorf("alpha 0.01 gives %.2f classes per client, want about 1", c)
+	}
+	flat, err := DirichletClient(labels, 10, 20, 1000, tensor.NewRNG(2, 0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkPartition(t, flat, labels, 10, 20)
+	for i, h := range flat.Histograms {
+		for c, v := range h {
+			if v < 200 || v > 400 {
+				t.Fatalf("alpha 1000: client %d has %d of class %d, want about 300", i, v, c)
+			}
+		}
+	}
+	again, _ := DirichletClient(labels, 10, 80, 0.01, tensor.NewRNG(1, 0))
+	for i := range p.Clients {
+		if !slices.Equal(p.Clients[i], again.Clients[i]) {
+			t.Fatal("same seed, different partition")
+		}
+	}
+	if _, err := DirichletClient(labels, 10, 5, -1, tensor.NewRNG(1, 0)); err == nil || !strings.Contains(err.Error(), "alpha") {
+		t.Fatalf("negative alpha: %v", err)
+	}
+	cfg := PartitionConfig{Method: "dirichlet-client", Clients: 8, Alpha: 0.5}
+	if _, err := cfg.Partition(labels[:800], 10, tensor.NewRNG(3, 0)); err != nil {
+		t.Fatal(err)
 	}
 }
 

@@ -27,7 +27,7 @@ const (
 
 // Methods lists the method names New accepts, in a fixed order.
 func Methods() []string {
-	return []string{MethodRandom, MethodHerding, MethodKCenter, MethodDM, MethodDC, MethodDSA, MethodCAFE, MethodMTT, MethodFTD, MethodTESLA}
+	return append([]string{MethodRandom, MethodHerding, MethodKCenter, MethodDM, MethodDC, MethodDSA, MethodCAFE, MethodMTT, MethodFTD, MethodTESLA}, part2Methods()...)
 }
 
 // IsTrajectoryMethod reports whether method matches expert trajectories
@@ -94,6 +94,12 @@ type Config struct {
 	InnerLoop int `json:"inner_loop"`
 	// Init is InitReal or InitNoise (default: noise for DC, real otherwise).
 	Init string `json:"init"`
+	// ZCAReg records that the caller ZCA-whitened the real images with
+	// this regularisation ε before distilling (FitZCA, ZCA.Dataset; 0: not
+	// whitened). The methods do not read it: it is part of the
+	// configuration so that a checkpoint of images in whitened space is
+	// never resumed on unwhitened data, or the other way round.
+	ZCAReg float64 `json:"zca_reg,omitempty"`
 	// DSAStrategy is the Siamese augmentation of DM and DSA; default the
 	// digits strategy (no flip) for MNIST and Fashion-MNIST, the full one
 	// otherwise; "none" turns it off. DC never augments.
@@ -107,6 +113,13 @@ type Config struct {
 	FeatureNet    nn.Embedder[float32] `json:"-"`
 	// TM configures trajectory matching (mtt, ftd, tesla).
 	TM TMConfig `json:"tm"`
+	// KRR configures the kernel methods (kip, rfad, frepo) and Meta the
+	// meta-learning ones (dd, sldd, ld, linba); see part2.go.
+	KRR  KRRConfig  `json:"krr,omitzero"`
+	Meta MetaConfig `json:"meta,omitzero"`
+	// DP, if set, makes DM, DC and DSA differentially private (dp.go);
+	// the initialisation then defaults to noise.
+	DP *DPConfig `json:"dp,omitempty"`
 	// TMState is not configuration: it carries trajectory matching's
 	// optimiser state (the learned step size and momenta) inside a
 	// Checkpoint, whose file holds the configuration as JSON. It is nil in
@@ -236,6 +249,7 @@ func (t TMConfig) validate() []error {
 // values for the data set dataset (a name as for data.Load).
 func (cfg Config) Defaults(dataset string) Config {
 	cfg.Method = strings.ToLower(strings.TrimSpace(cfg.Method))
+	cfg = cfg.part2Defaults()
 	if cfg.Model == "" {
 		cfg.Model = "convnet"
 	}
@@ -263,7 +277,7 @@ func (cfg Config) Defaults(dataset string) Config {
 	}
 	if cfg.Init == "" {
 		cfg.Init = InitReal
-		if cfg.Method == MethodDC {
+		if cfg.Method == MethodDC || cfg.DP != nil {
 			cfg.Init = InitNoise
 		}
 	}
@@ -297,10 +311,12 @@ func Loops(ipc int) (outer, inner int) {
 	}
 }
 
-// DefaultDSAStrategy returns the reference's augmentation for a data set:
-// no flips for the grey-scale 28×28 sets (MNIST, Fashion-MNIST).
+// DefaultDSAStrategy returns the reference's augmentation for a data set
+// (a name as for data.Load): no flips for MNIST's digits, the full
+// strategy otherwise, Fashion-MNIST included (DatasetCondensation's
+// readme; docs/hyperparameters.md).
 func DefaultDSAStrategy(dataset string) string {
-	if strings.Contains(strings.ToLower(dataset), "mnist") {
+	if strings.EqualFold(strings.TrimSpace(dataset), "mnist") {
 		return data.DSAStrategyDigits
 	}
 	return data.DSAStrategyDefault
@@ -343,6 +359,10 @@ func (cfg Config) Validate() error {
 	if cfg.FeatureEpochs < 0 {
 		errs = append(errs, fmt.Errorf("feature-network epochs %d must not be negative", cfg.FeatureEpochs))
 	}
+	if err := cfg.validateDP(); err != nil {
+		errs = append(errs, err)
+	}
+	errs = append(errs, cfg.part2Validate()...)
 	if len(errs) > 0 {
 		return fmt.Errorf("distill: %s: %w", cfg.Method, errors.Join(errs...))
 	}

@@ -68,12 +68,12 @@ func (g *gm) Step(ctx context.Context, it int) (float64, error) {
 			if err := ctx.Err(); err != nil {
 				return 0, fmt.Errorf("distill: iteration %d: %w", it, err)
 			}
-			xr, yr := g.realBatch(c, rng)
+			xr, yr, denom := g.classBatch(c, rng)
 			var aug *data.Augmentation
 			if g.shared != nil {
 				aug = g.shared.Sample(rng, max(xr.Shape[0], ipc), xr.Shape[2], xr.Shape[3])
 			}
-			l, err := GradMatchLoss(m, xr, yr, g.classImages(c), g.syn.Y[c*ipc:(c+1)*ipc], aug, g.cfg.Match, classSlice(g.grad, c, ipc))
+			l, err := g.gmLoss(m, xr, yr, denom, c, aug, rng)
 			if err != nil {
 				return 0, fmt.Errorf("distill: %s iteration %d outer step %d class %d: %w", g.cfg.Method, it, ol, c, err)
 			}
@@ -155,13 +155,21 @@ func GradMatchLoss[T tensor.Float](m nn.Model[T], real *tensor.Tensor[T], realY 
 		target[i] = g.Value.Clone()
 	}
 	tp.Release()
+	return gmMatch(tp, m, target, syn, synY, aug, match, grad)
+}
 
+// gmMatch is GradMatchLoss's synthetic half: the distance between the
+// synthetic batch's parameter gradient and a fixed target gradient, and
+// its gradient with respect to syn written into grad. It is shared with DP
+// gradient matching (dp.go), whose target is a clipped, noised sum of
+// per-example gradients.
+func gmMatch[T tensor.Float](tp *ag.Tape[T], m nn.Model[T], target []*tensor.Tensor[T], syn *tensor.Tensor[T], synY []int, aug *data.Augmentation, match MatchConfig, grad *tensor.Tensor[T]) (float64, error) {
 	xs := tp.Param(syn)
 	x := xs
 	if aug != nil {
 		x = data.Apply(aug, x)
 	}
-	ps = nn.Bind(tp, m)
+	ps := nn.Bind(tp, m)
 	gS, err := tp.Grad([]*ag.Var[T]{ag.CrossEntropy(m.Forward(x, ps), synY)}, nil, ps, true)
 	if err != nil {
 		return 0, err

@@ -124,30 +124,10 @@ func (t *tm) Step(ctx context.Context, it int) (float64, error) {
 	if err != nil {
 		return 0, err
 	}
-	task := &TrajectoryTask[float32]{Model: t.model, Target: target, Denom: paramDistance(theta0, target), Y: t.syn.Y, SoftY: t.syn.YSoft}
+	task := &TrajectoryTask[float32]{Model: t.model, Target: target, Denom: ParamDistance(theta0, target), Y: t.syn.Y, SoftY: t.syn.YSoft}
 	perturb(theta0, tc.StartNoise, rng)
 	task.Start = theta0
-	n := t.syn.Len()
-	bs := tc.BatchSyn
-	if bs == 0 || bs > n {
-		bs = n
-	}
-	var chunks [][]int
-	h, w := t.syn.X.Shape[2], t.syn.X.Shape[3]
-	for range tc.SynSteps {
-		if len(chunks) == 0 {
-			perm := rng.Perm(n)
-			for lo := 0; lo < n; lo += bs {
-				chunks = append(chunks, perm[lo:min(n, lo+bs)])
-			}
-		}
-		b := chunks[len(chunks)-1]
-		chunks = chunks[:len(chunks)-1]
-		task.Batches = append(task.Batches, b)
-		if t.each != nil {
-			task.Augs = append(task.Augs, t.each.Sample(rng, len(b), h, w))
-		}
-	}
+	task.Batches, task.Augs = StudentBatches(rng, t.syn.X.Shape, tc.BatchSyn, tc.SynSteps, t.each)
 	var g TrajectoryGrad[float32]
 	if t.cfg.Method == MethodTESLA {
 		g, err = AdjointMatchGrad(task, t.syn.X, float64(t.lr), tc.FixedAdjoint)

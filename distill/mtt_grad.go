@@ -287,8 +287,38 @@ func rowsOf[T tensor.Float](x *tensor.Tensor[T], idx []int) (*tensor.Tensor[T], 
 	return out, sz
 }
 
-// paramDistance returns ‖a − b‖² in float64.
-func paramDistance[T tensor.Float](a, b []*tensor.Tensor[T]) float64 {
+// StudentBatches draws a student's steps minibatches of the synthetic
+// images of shape xShape (N, C, H, W), as MTT's distill.py does: a fresh
+// permutation is cut into batches of batchSize (0 or more than N: all)
+// and used up from its end before the next is drawn; with each set, every
+// batch gets a per-sample DSA augmentation (else augs is nil). Draws come
+// from rng in a fixed order.
+func StudentBatches(rng *tensor.RNG, xShape []int, batchSize, steps int, each *data.DSA) (batches [][]int, augs []*data.Augmentation) {
+	n, h, w := xShape[0], xShape[2], xShape[3]
+	if batchSize <= 0 || batchSize > n {
+		batchSize = n
+	}
+	var chunks [][]int
+	for range steps {
+		if len(chunks) == 0 {
+			perm := rng.Perm(n)
+			for lo := 0; lo < n; lo += batchSize {
+				chunks = append(chunks, perm[lo:min(n, lo+batchSize)])
+			}
+		}
+		b := chunks[len(chunks)-1]
+		chunks = chunks[:len(chunks)-1]
+		batches = append(batches, b)
+		if each != nil {
+			augs = append(augs, each.Sample(rng, len(b), h, w))
+		}
+	}
+	return batches, augs
+}
+
+// ParamDistance returns ‖a − b‖² in float64 over paired tensors (it
+// panics if a tensor pair differs in size).
+func ParamDistance[T tensor.Float](a, b []*tensor.Tensor[T]) float64 {
 	var s float64
 	for j := range a {
 		for k, v := range a[j].Data {

@@ -36,7 +36,7 @@ func tinyTask(t *testing.T, soft bool) (*TrajectoryTask[float64], *tensor.Tensor
 	tensor.FillNormal(rng, x, 0, 1)
 	dsa := &data.DSA{Strategy: []string{data.DSAColor, data.DSACrop, data.DSAScale, data.DSARotate}, Params: data.DefaultDSAParams()}
 	dsa.Params.Mode = data.DSAMultiple
-	task := &TrajectoryTask[float64]{Model: m, Start: start, Target: target, Denom: paramDistance(start, target),
+	task := &TrajectoryTask[float64]{Model: m, Start: start, Target: target, Denom: ParamDistance(start, target),
 		Batches: [][]int{{0, 1, 2, 3}, {4, 5, 0, 1}, {2, 3, 4, 5}}, Y: []int{0, 0, 0, 1, 1, 1}}
 	for range task.Batches {
 		task.Augs = append(task.Augs, dsa.Sample(rng, 4, 8, 8))
@@ -202,7 +202,7 @@ func TestBufferRoundTripAndCorruption(t *testing.T) {
 		}
 	}
 	p4, _ := b.Params(1, 4)
-	if d := paramDistance(p0, p4); !(d > 0) {
+	if d := ParamDistance(p0, p4); !(d > 0) {
 		t.Fatalf("the expert did not move: %v", d)
 	}
 	// Continuing with the same settings keeps the experts; other settings

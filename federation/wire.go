@@ -51,6 +51,7 @@ import (
 	"hash/crc32"
 	"math"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 
@@ -391,10 +392,21 @@ func synArrays(prefix string, s *client.Synthetic) []array {
 	return []array{f32Array(prefix+"x", s.X), intArray(prefix+"y", s.Y), intArray(prefix+"counts", s.Counts)}
 }
 
-// collect sorts a frame's arrays into weights (in order) and synthetic sets
-// keyed by their prefix ("" for "syn/x", "7/" for "syn/7/x").
-func collect(arrays []array) (*client.Weights, map[string]*client.Synthetic, error) {
+// trajArrays names the weights of trajectory point k "traj/k/w/…".
+func trajArrays(k int, w *client.Weights) []array {
+	out := weightArrays(w)
+	for i := range out {
+		out[i].name = fmt.Sprintf("traj/%d/%s", k, out[i].name)
+	}
+	return out
+}
+
+// collect sorts a frame's arrays into weights (in order), synthetic sets
+// keyed by their prefix ("" for "syn/x", "7/" for "syn/7/x") and
+// trajectory points (weights named "traj/k/w/…", in order k = 0, 1, …).
+func collect(arrays []array) (*client.Weights, map[string]*client.Synthetic, []*client.Weights, error) {
 	var w *client.Weights
+	var traj []*client.Weights
 	parts := map[string]map[string]array{}
 	var order []string
 	for _, a := range arrays[1:] {
@@ -402,13 +414,29 @@ func collect(arrays []array) (*client.Weights, map[string]*client.Synthetic, err
 		case strings.HasPrefix(a.name, "w/"):
 			t, err := tensorOf(a)
 			if err != nil {
-				return nil, nil, err
+				return nil, nil, nil, err
 			}
 			if w == nil {
 				w = &client.Weights{}
 			}
 			w.Names = append(w.Names, strings.TrimPrefix(a.name, "w/"))
 			w.Tensors = append(w.Tensors, t)
+		case strings.HasPrefix(a.name, "traj/"):
+			rest := strings.TrimPrefix(a.name, "traj/")
+			i := strings.Index(rest, "/w/")
+			k, err := strconv.Atoi(rest[:max(i, 0)])
+			if i < 0 || err != nil || k < 0 || k > len(traj) || strconv.Itoa(k) != rest[:i] {
+				return nil, nil, nil, corrupt("trajectory array %q is not named traj/k/w/NAME with k = 0, 1, … in order", a.name)
+			}
+			t, err := tensorOf(a)
+			if err != nil {
+				return nil, nil, nil, err
+			}
+			if k == len(traj) {
+				traj = append(traj, &client.Weights{})
+			}
+			traj[k].Names = append(traj[k].Names, rest[i+3:])
+			traj[k].Tensors = append(traj[k].Tensors, t)
 		case strings.HasPrefix(a.name, "syn/"):
 			rest := strings.TrimPrefix(a.name, "syn/")
 			i := strings.LastIndexByte(rest, '/')
@@ -419,7 +447,7 @@ func collect(arrays []array) (*client.Weights, map[string]*client.Synthetic, err
 			}
 			parts[key][field] = a
 		default:
-			return nil, nil, corrupt("unexpected array %q", a.name)
+			return nil, nil, nil, corrupt("unexpected array %q", a.name)
 		}
 	}
 	syns := map[string]*client.Synthetic{}
@@ -429,32 +457,32 @@ func collect(arrays []array) (*client.Weights, map[string]*client.Synthetic, err
 		ya, oky := p["y"]
 		ca, okc := p["counts"]
 		if !okx || !oky || !okc || len(p) != 3 {
-			return nil, nil, corrupt("synthetic set %q needs exactly the arrays x, y and counts", "syn/"+key)
+			return nil, nil, nil, corrupt("synthetic set %q needs exactly the arrays x, y and counts", "syn/"+key)
 		}
 		x, err := tensorOf(xa)
 		if err != nil {
-			return nil, nil, err
+			return nil, nil, nil, err
 		}
 		if x.Rank() != 4 || x.Shape[0] < 1 {
-			return nil, nil, corrupt("array %q has shape %v, want (N ≥ 1, C, H, W)", xa.name, x.Shape)
+			return nil, nil, nil, corrupt("array %q has shape %v, want (N ≥ 1, C, H, W)", xa.name, x.Shape)
 		}
 		counts, err := intsOf(ca, 0, math.MaxInt32)
 		if err != nil {
-			return nil, nil, err
+			return nil, nil, nil, err
 		}
 		if len(counts) == 0 {
-			return nil, nil, corrupt("array %q is empty", ca.name)
+			return nil, nil, nil, corrupt("array %q is empty", ca.name)
 		}
 		y, err := intsOf(ya, 0, int64(len(counts)))
 		if err != nil {
-			return nil, nil, fmt.Errorf("%w (labels must lie in [0, %d) for the %d classes of %q)", err, len(counts), len(counts), ca.name)
+			return nil, nil, nil, fmt.Errorf("%w (labels must lie in [0, %d) for the %d classes of %q)", err, len(counts), len(counts), ca.name)
 		}
 		if len(y) != x.Shape[0] {
-			return nil, nil, corrupt("synthetic set %q has %d images but %d labels", "syn/"+key, x.Shape[0], len(y))
+			return nil, nil, nil, corrupt("synthetic set %q has %d images but %d labels", "syn/"+key, x.Shape[0], len(y))
 		}
 		syns[key] = &client.Synthetic{X: x, Y: y, Counts: counts}
 	}
-	return w, syns, nil
+	return w, syns, traj, nil
 }
 
 func decodeMeta(a array, v any) error {
@@ -481,12 +509,12 @@ func DecodeTask(frame []byte) (*client.Task, error) {
 	if err := decodeMeta(arrays[0], t); err != nil {
 		return nil, err
 	}
-	w, syns, err := collect(arrays)
+	w, syns, traj, err := collect(arrays)
 	if err != nil {
 		return nil, err
 	}
-	if len(syns) > 0 {
-		return nil, corrupt("a task carries no synthetic set")
+	if len(syns) > 0 || len(traj) > 0 {
+		return nil, corrupt("a task carries no synthetic set and no trajectory")
 	}
 	t.Global = w
 	return t, nil
@@ -508,9 +536,12 @@ func DecodeResult(frame []byte) (*client.Result, error) {
 	if err := decodeMeta(arrays[0], r); err != nil {
 		return nil, err
 	}
-	w, syns, err := collect(arrays)
+	w, syns, traj, err := collect(arrays)
 	if err != nil {
 		return nil, err
+	}
+	if len(traj) > 0 {
+		return nil, corrupt("a result carries no trajectory")
 	}
 	r.Weights = w
 	for key, s := range syns {
@@ -523,12 +554,20 @@ func DecodeResult(frame []byte) (*client.Result, error) {
 }
 
 // Snapshot is a server checkpoint's content: metadata (any JSON value),
-// global weights, and synthetic sets keyed by client id.
+// global weights, synthetic sets keyed by client id, and the server's own
+// state for server-side distillation (DynaFed): the recorded trajectory of
+// global models and the synthetic set distilled from it.
 type Snapshot struct {
-	Meta      json.RawMessage
-	Global    *client.Weights
-	Synthetic map[int]*client.Synthetic
+	Meta       json.RawMessage
+	Global     *client.Weights
+	Synthetic  map[int]*client.Synthetic
+	Trajectory []*client.Weights
+	ServerSet  *client.Synthetic
 }
+
+// serverSetKey is the server set's key among the snapshot's synthetic
+// sets ("syn/server/x", …), which are otherwise keyed by client id.
+const serverSetKey = "server/"
 
 // EncodeSnapshot serializes a snapshot (sets in increasing client order).
 func EncodeSnapshot(s *Snapshot) ([]byte, error) {
@@ -540,6 +579,10 @@ func EncodeSnapshot(s *Snapshot) ([]byte, error) {
 	slices.Sort(ids)
 	for _, id := range ids {
 		arrays = append(arrays, synArrays(fmt.Sprintf("syn/%d/", id), s.Synthetic[id])...)
+	}
+	arrays = append(arrays, synArrays("syn/"+serverSetKey, s.ServerSet)...)
+	for k, w := range s.Trajectory {
+		arrays = append(arrays, trajArrays(k, w)...)
 	}
 	meta := s.Meta
 	if meta == nil {
@@ -558,12 +601,16 @@ func DecodeSnapshot(frame []byte) (*Snapshot, error) {
 	if !json.Valid(s.Meta) {
 		return nil, corrupt("snapshot metadata is not valid JSON")
 	}
-	w, syns, err := collect(arrays)
+	w, syns, traj, err := collect(arrays)
 	if err != nil {
 		return nil, err
 	}
-	s.Global = w
+	s.Global, s.Trajectory = w, traj
 	for key, set := range syns {
+		if key == serverSetKey {
+			s.ServerSet = set
+			continue
+		}
 		var id int
 		if _, err := fmt.Sscanf(key, "%d/", &id); err != nil || fmt.Sprintf("%d/", id) != key || id < 0 {
 			return nil, corrupt("snapshot synthetic set %q is not keyed by a client id", "syn/"+key)

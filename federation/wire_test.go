@@ -3,6 +3,7 @@ package federation
 import (
 	"bytes"
 	"encoding/binary"
+	"encoding/json"
 	"errors"
 	"hash/crc32"
 	"math"
@@ -108,6 +109,63 @@ func TestSnapshotRoundTrip(t *testing.T) {
 	}
 	if string(got.Meta) != `{"round":4}` || len(got.Synthetic) != 2 || got.Synthetic[12] == nil || len(got.Global.Names) != 2 {
 		t.Fatalf("%+v", got)
+	}
+}
+
+func TestSnapshotCarriesServerState(t *testing.T) {
+	w0, w1 := testWeights(), testWeights()
+	w1.Tensors[0].Data[0] = 42
+	s := &Snapshot{Meta: []byte(`{}`), Global: testWeights(), Synthetic: map[int]*client.Synthetic{0: testSynthetic()},
+		Trajectory: []*client.Weights{w0, w1}, ServerSet: testSynthetic()}
+	b, err := EncodeSnapshot(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := DecodeSnapshot(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got.Trajectory) != 2 || got.ServerSet == nil || len(got.Synthetic) != 1 {
+		t.Fatalf("trajectory %d points, server set %v, %d client sets", len(got.Trajectory), got.ServerSet != nil, len(got.Synthetic))
+	}
+	if !slices.Equal(got.Trajectory[1].Names, w1.Names) || got.Trajectory[1].Tensors[0].Data[0] != 42 || got.Trajectory[0].Tensors[0].Data[0] == 42 {
+		t.Fatalf("trajectory came back as %v / %v", got.Trajectory[0].Tensors[0].Data, got.Trajectory[1].Tensors[0].Data)
+	}
+	if !slices.Equal(got.ServerSet.Y, s.ServerSet.Y) {
+		t.Fatalf("server set labels %v, want %v", got.ServerSet.Y, s.ServerSet.Y)
+	}
+	// A task or result must not carry a trajectory.
+	task, err := EncodeTask(&client.Task{Kind: client.KindTrain})
+	if err != nil {
+		t.Fatal(err)
+	}
+	arrays, err := decodeFrame(task, KindTask)
+	if err != nil {
+		t.Fatal(err)
+	}
+	arrays = append(arrays, trajArrays(0, testWeights())...)
+	bad, err := encodeFrame(KindTask, json.RawMessage(arrays[0].raw), arrays[1:])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := DecodeTask(bad); err == nil || !strings.Contains(err.Error(), "trajectory") {
+		t.Fatalf("a task with a trajectory decoded (err %v)", err)
+	}
+	// Trajectory points out of order are corrupt.
+	snap, _ := decodeFrame(b, KindSnapshot)
+	var shuffled []array
+	for _, a := range snap {
+		if strings.HasPrefix(a.name, "traj/0/") {
+			a.name = "traj/2/" + strings.TrimPrefix(a.name, "traj/0/")
+		}
+		shuffled = append(shuffled, a)
+	}
+	bad, err = encodeFrame(KindSnapshot, json.RawMessage(shuffled[0].raw), shuffled[1:])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := DecodeSnapshot(bad); err == nil || !strings.Contains(err.Error(), "traj/") {
+		t.Fatalf("an out-of-order trajectory decoded (err %v)", err)
 	}
 }
 

@@ -48,12 +48,14 @@ type Config struct {
 // Refiner refines the global model on the server after a round's
 // aggregation. DynaFed (Pi et al., 2023) records the trajectory of global
 // models, distills a synthetic set from it by trajectory matching (MTT),
-// and fine-tunes the global model on that set; it will implement this
-// interface with distill's MTT.
+// and fine-tunes the global model on that set.
 type Refiner interface {
 	// Refine sees the global model after round's aggregation (its weights
-	// form the trajectory) and may update it in place.
-	Refine(ctx context.Context, round int, global nn.Model[float32]) error
+	// form the trajectory) and may update it in place. Whatever it keeps
+	// between rounds goes into st (Trajectory, ServerSet), so that a
+	// checkpoint saves it. Round 0 is a call before the first round, with
+	// the initial model.
+	Refine(ctx context.Context, round int, global nn.Model[float32], st *State) error
 }
 
 // Strategy is how the server uses its clients: what it asks them and how it
@@ -80,6 +82,8 @@ type AggregateInfo struct {
 	// strategies).
 	SyntheticImages int     `json:"synthetic_images,omitempty"`
 	TrainLoss       float64 `json:"train_loss,omitempty"`
+	// Privacy is the ε spent so far under differential privacy (dp.go).
+	Privacy *PrivacyInfo `json:"privacy,omitempty"`
 }
 
 // State is what the core keeps between rounds besides the global model,
@@ -90,6 +94,12 @@ type State struct {
 	// Held is the latest synthetic set received from each client
 	// (distillation strategies).
 	Held map[int]*client.Synthetic
+	// Trajectory holds the global models the Refiner recorded (DynaFed:
+	// the initial model and the model after each of the first rounds).
+	Trajectory []*client.Weights
+	// ServerSet is the Refiner's synthetic set (DynaFed: distilled from
+	// Trajectory), nil until made.
+	ServerSet *client.Synthetic
 }
 
 // Outcome classifies a delivered reply.
@@ -141,6 +151,8 @@ type Server struct {
 	replied  map[int]Outcome
 	accepted map[int]*client.Result
 	failures []Failure
+
+	refinedInitial bool
 }
 
 // Random streams of the core (with Config.Seed).
@@ -215,6 +227,16 @@ func (s *Server) Restore(st State, global *client.Weights) error {
 			return fmt.Errorf("server: checkpoint set of client %d: %w", id, err)
 		}
 	}
+	for k, w := range st.Trajectory {
+		if err := w.Matches(s.global); err != nil {
+			return fmt.Errorf("server: checkpoint trajectory point %d: %w", k, err)
+		}
+	}
+	if st.ServerSet != nil {
+		if err := st.ServerSet.Check(s.cfg.ImageShape, s.cfg.Classes); err != nil {
+			return fmt.Errorf("server: checkpoint server set: %w", err)
+		}
+	}
 	s.st = st
 	return nil
 }
@@ -230,6 +252,14 @@ func (s *Server) PerRound() int {
 func (s *Server) StartRound() ([]*client.Task, error) {
 	if s.open {
 		return nil, fmt.Errorf("server: round %d is still open", s.round)
+	}
+	if s.st.Rounds == 0 && s.cfg.Refiner != nil && !s.refinedInitial {
+		// The refiner sees the initial model once, before round 1 (not
+		// again after a resume, which restores what it kept).
+		if err := s.cfg.Refiner.Refine(context.Background(), 0, s.global, &s.st); err != nil {
+			return nil, fmt.Errorf("server: refinement before round 1: %w", err)
+		}
+		s.refinedInitial = true
 	}
 	s.round = s.st.Rounds + 1
 	var eligible []int
@@ -368,7 +398,7 @@ func (s *Server) EndRound(ctx context.Context) (*RoundReport, error) {
 		return nil, fmt.Errorf("server: round %d: %s aggregation: %w", s.round, s.strat.Name(), err)
 	}
 	if s.cfg.Refiner != nil {
-		if err := s.cfg.Refiner.Refine(ctx, s.round, s.global); err != nil {
+		if err := s.cfg.Refiner.Refine(ctx, s.round, s.global, &s.st); err != nil {
 			return nil, fmt.Errorf("server: round %d: refinement: %w", s.round, err)
 		}
 	}

@@ -22,6 +22,8 @@ type FedAvg struct {
 	LR        float64
 	Momentum  float64
 	Mu        float64
+	// DP, if set, is client-level differential privacy (dp.go).
+	DP *DPFedAvg
 }
 
 // Name implements Strategy.
@@ -43,7 +45,7 @@ func (f *FedAvg) Task(_ *State, global nn.Model[float32]) *client.Task {
 
 // Aggregate implements Strategy: w ← Σ_i n_i w_i / Σ_i n_i, accumulated in
 // float64 in the given (increasing client) order.
-func (f *FedAvg) Aggregate(_ context.Context, _ int, global nn.Model[float32], acc []*client.Result, _ *State) (AggregateInfo, error) {
+func (f *FedAvg) Aggregate(_ context.Context, round int, global nn.Model[float32], acc []*client.Result, _ *State) (AggregateInfo, error) {
 	var info AggregateInfo
 	if len(acc) == 0 {
 		return info, nil
@@ -59,10 +61,11 @@ func (f *FedAvg) Aggregate(_ context.Context, _ int, global nn.Model[float32], a
 		info.Samples += r.NumSamples
 		loss += ns[i] * r.Loss
 	}
-	avg, err := WeightedAverage(ws, ns)
+	avg, priv, err := f.average(round, global, ws, ns)
 	if err != nil {
 		return info, err
 	}
+	info.Privacy = priv
 	info.TrainLoss = loss / float64(info.Samples)
 	return info, avg.Load(global)
 }
@@ -136,6 +139,10 @@ type Distill struct {
 	DSAStrategy string
 	// Seed seeds the server's training (with the round).
 	Seed uint64
+	// DP, if set, makes the clients' distillation private (example-level
+	// DP, client.DPTask); spent holds the ε each client reported.
+	DP    *client.DPTask
+	spent map[int]float64
 }
 
 // Name implements Strategy.
@@ -158,7 +165,7 @@ func (d *Distill) Eligible(st *State, id int) bool {
 // Task implements Strategy.
 func (d *Distill) Task(_ *State, global nn.Model[float32]) *client.Task {
 	t := &client.Task{Kind: client.KindDistill, Method: d.Method, IPC: d.IPC, Iterations: d.Iterations,
-		BatchReal: d.BatchReal, LRImg: d.LRImg, Nets: d.Nets, Perturb: d.Perturb}
+		BatchReal: d.BatchReal, LRImg: d.LRImg, Nets: d.Nets, Perturb: d.Perturb, DP: d.DP}
 	if d.Nets == client.NetsGlobal {
 		t.Global = client.WeightsOf(global)
 	}
@@ -174,6 +181,7 @@ func (d *Distill) Aggregate(ctx context.Context, round int, global nn.Model[floa
 		}
 		st.Held[r.Client] = r.Synthetic
 	}
+	info.Privacy = d.recordPrivacy(acc)
 	if len(acc) == 0 || len(st.Held) == 0 {
 		return info, nil
 	}
@@ -186,12 +194,33 @@ func (d *Distill) Aggregate(ctx context.Context, round int, global nn.Model[floa
 	info.SyntheticImages = union.Len()
 	rng := tensor.NewRNG(RoundSeed(d.Seed, round), 0)
 	set := &resampled{base: union, idx: SystematicResample(weights, union.Len(), rng.Float64())}
-	perEpoch := (set.Len() + d.BatchSize - 1) / d.BatchSize
-	tc := nn.TrainConfig[float32]{Epochs: max(1, (d.Steps+perEpoch-1)/perEpoch), BatchSize: d.BatchSize, LR: d.LR, Momentum: d.Momentum,
-		WeightDecay: d.WeightDecay, Schedule: nn.CosineLR{}, Seed: rng.Uint64(), Context: ctx}
-	strategy, err := data.ParseDSAStrategy(d.DSAStrategy)
+	fit := setTraining{Steps: d.Steps, BatchSize: d.BatchSize, LR: d.LR, Momentum: d.Momentum, WeightDecay: d.WeightDecay, DSAStrategy: d.DSAStrategy}
+	loss, err := fit.train(ctx, global, set, rng)
 	if err != nil {
 		return info, err
+	}
+	info.TrainLoss = loss
+	return info, nil
+}
+
+// setTraining is how the server trains the global model on a small
+// synthetic set: about Steps SGD steps (whole epochs, cosine schedule) with
+// per-sample DSA augmentation.
+type setTraining struct {
+	Steps, BatchSize          int
+	LR, Momentum, WeightDecay float64
+	DSAStrategy               string
+}
+
+// train runs the training with seeds drawn from rng and returns the last
+// epoch's loss.
+func (f setTraining) train(ctx context.Context, global nn.Model[float32], set nn.Dataset[float32], rng *tensor.RNG) (float64, error) {
+	perEpoch := (set.Len() + f.BatchSize - 1) / f.BatchSize
+	tc := nn.TrainConfig[float32]{Epochs: max(1, (f.Steps+perEpoch-1)/perEpoch), BatchSize: f.BatchSize, LR: f.LR, Momentum: f.Momentum,
+		WeightDecay: f.WeightDecay, Schedule: nn.CosineLR{}, Seed: rng.Uint64(), Context: ctx}
+	strategy, err := data.ParseDSAStrategy(f.DSAStrategy)
+	if err != nil {
+		return 0, err
 	}
 	if len(strategy) > 0 {
 		dsa := &data.DSA{Strategy: strategy, Params: data.DefaultDSAParams()}
@@ -203,10 +232,9 @@ func (d *Distill) Aggregate(ctx context.Context, round int, global nn.Model[floa
 	}
 	var loss float64
 	if err := nn.Train(global, set, tc, func(p nn.Progress) { loss = p.EpochLoss }); err != nil {
-		return info, err
+		return 0, err
 	}
-	info.TrainLoss = loss
-	return info, nil
+	return loss, nil
 }
 
 // Union stacks held synthetic sets in increasing client order and returns

@@ -19,7 +19,10 @@ import (
 
 	"github.com/fedsim/fedsim/client"
 	"github.com/fedsim/fedsim/data"
+	"github.com/fedsim/fedsim/distill"
 	"github.com/fedsim/fedsim/nn"
+	"github.com/fedsim/fedsim/privacy"
+	"github.com/fedsim/fedsim/server"
 	"github.com/fedsim/fedsim/tensor"
 )
 
@@ -40,8 +43,8 @@ type Config struct {
 	Fraction float64 `yaml:"fraction" json:"fraction"`
 	// Distill is dm, gm or none (none: FedAvg/FedProx).
 	Distill string `yaml:"distill" json:"distill"`
-	// Strategy is fedavg, fedprox, oneshot or feddm; "" picks oneshot when
-	// distilling and fedavg otherwise. dynafed is reserved.
+	// Strategy is fedavg, fedprox, oneshot, feddm or dynafed (fedavg with
+	// ServerTM); "" picks oneshot when distilling and fedavg otherwise.
 	Strategy string `yaml:"strategy" json:"strategy"`
 	// Model is the global model (and the clients' matching network).
 	Model string `yaml:"model" json:"model"`
@@ -65,10 +68,43 @@ type Config struct {
 	ServerLR    float64 `yaml:"server_lr" json:"server_lr"`
 	ServerDSA   string  `yaml:"server_dsa" json:"server_dsa"`
 
+	// ServerTM turns on server-side trajectory matching (DynaFed, see
+	// server.DynaFed): the global models of the first ServerTMRounds
+	// rounds form a trajectory, the server distills ServerTMIPC images per
+	// class from it (ServerTMIters matching iterations of ServerTMSynSteps
+	// student steps against the model ServerTMSpan rounds ahead; images'
+	// learning rate ServerTMLRImg, initial student step size ServerTMLR),
+	// then fine-tunes every aggregated model on them for ServerTMSteps SGD
+	// steps with learning rate ServerTMFineLR.
+	ServerTM         bool    `yaml:"server_tm" json:"server_tm"`
+	ServerTMRounds   int     `yaml:"server_tm_rounds" json:"server_tm_rounds"`
+	ServerTMSpan     int     `yaml:"server_tm_span" json:"server_tm_span"`
+	ServerTMSynSteps int     `yaml:"server_tm_syn_steps" json:"server_tm_syn_steps"`
+	ServerTMIPC      int     `yaml:"server_tm_ipc" json:"server_tm_ipc"`
+	ServerTMIters    int     `yaml:"server_tm_iters" json:"server_tm_iters"`
+	ServerTMLRImg    float64 `yaml:"server_tm_lr_img" json:"server_tm_lr_img"`
+	ServerTMLR       float64 `yaml:"server_tm_lr" json:"server_tm_lr"`
+	ServerTMSteps    int     `yaml:"server_tm_steps" json:"server_tm_steps"`
+	ServerTMFineLR   float64 `yaml:"server_tm_fine_lr" json:"server_tm_fine_lr"`
+
 	// Dropout is the probability that a sampled client never answers;
 	// Stragglers the probability that it answers after the deadline.
 	Dropout    float64 `yaml:"dropout" json:"dropout"`
 	Stragglers float64 `yaml:"stragglers" json:"stragglers"`
+
+	// Differential privacy (off unless dp_noise or dp_epsilon is given):
+	// example-level DP distillation on the clients (DP-DM / DP gradient
+	// matching, every iteration a Poisson sample of rate DPSampleRate) or
+	// client-level DP-FedAvg (rate: the sampled fraction). DPNoise is σ; or
+	// DPEpsilon is the budget ε at DPDelta, σ then found by the accountant
+	// (both: σ runs until a client's budget would be exceeded). DPClip is
+	// the clipping norm C. Resolve fills DPNoise when only DPEpsilon is
+	// given.
+	DPNoise      float64 `yaml:"dp_noise" json:"dp_noise,omitempty"`
+	DPEpsilon    float64 `yaml:"dp_epsilon" json:"dp_epsilon,omitempty"`
+	DPClip       float64 `yaml:"dp_clip" json:"dp_clip,omitempty"`
+	DPDelta      float64 `yaml:"dp_delta" json:"dp_delta,omitempty"`
+	DPSampleRate float64 `yaml:"dp_sample_rate" json:"dp_sample_rate,omitempty"`
 
 	Seed uint64 `yaml:"seed" json:"seed"`
 	Out  string `yaml:"out" json:"out"`
@@ -90,6 +126,9 @@ func DefaultConfig() Config {
 		IPC: 10, DistillIters: 20, BatchReal: 64, Perturb: 0.01,
 		LocalEpochs: 1, LocalBatch: 32, LocalLR: 0.01, Mu: 0.01,
 		ServerSteps: 150, ServerBatch: 256, ServerLR: 0.05, ServerDSA: "auto",
+		ServerTMRounds: 5, ServerTMSpan: 2, ServerTMSynSteps: 20, ServerTMIPC: 10, ServerTMIters: 100,
+		ServerTMLRImg: 100, ServerTMLR: 0.01, ServerTMSteps: 50, ServerTMFineLR: 0.01,
+		DPDelta: 1e-5, DPSampleRate: 1,
 		Seed: 1, Out: "fedsim-out", Grids: 3,
 	}
 }
@@ -137,7 +176,7 @@ func (c Config) Resolve() (Config, error) {
 	if !slices.Contains(data.PartitionMethods, c.Partition) {
 		bad("partition %q: want one of %s", c.Partition, strings.Join(data.PartitionMethods, ", "))
 	}
-	if (c.Partition == "dirichlet" || c.Partition == "quantity") && (!(c.Alpha > 0) || math.IsInf(c.Alpha, 0)) {
+	if (c.Partition == "dirichlet" || c.Partition == "dirichlet-client" || c.Partition == "quantity") && (!(c.Alpha > 0) || math.IsInf(c.Alpha, 0)) {
 		bad("alpha %g: want a positive number (0.1 to 0.5 are common)", c.Alpha)
 	}
 	if c.Partition == "shards" && c.ShardsPerClient < 1 {
@@ -168,7 +207,7 @@ func (c Config) Resolve() (Config, error) {
 			c.Strategy = "oneshot"
 		case "oneshot", "feddm":
 		case "dynafed":
-			bad("strategy dynafed (server-side trajectory matching) is not implemented yet: it needs distill's MTT")
+			bad("strategy dynafed is FedAvg with server-side trajectory matching: use distill none (or add server_tm to %s's strategy)", c.Distill)
 		default:
 			bad("strategy %q does not distill: with distill %s use oneshot or feddm (or distill none)", c.Strategy, c.Distill)
 		}
@@ -178,7 +217,7 @@ func (c Config) Resolve() (Config, error) {
 			c.Strategy = "fedavg"
 		case "fedavg", "fedprox":
 		case "dynafed":
-			bad("strategy dynafed (server-side trajectory matching) is not implemented yet: it needs distill's MTT")
+			c.Strategy, c.ServerTM = "fedavg", true
 		default:
 			bad("strategy %q needs distillation: with distill none use fedavg or fedprox", c.Strategy)
 		}
@@ -216,12 +255,24 @@ func (c Config) Resolve() (Config, error) {
 		bad("server_lr %g: want a positive number", c.ServerLR)
 	}
 	if c.ServerDSA == "" || c.ServerDSA == "auto" {
-		c.ServerDSA = "color_crop_cutout_flip_scale_rotate"
-		if strings.Contains(c.Dataset, "mnist") {
-			c.ServerDSA = data.DSAStrategyDigits
-		}
+		c.ServerDSA = distill.DefaultDSAStrategy(c.Dataset)
 	} else if _, err := data.ParseDSAStrategy(c.ServerDSA); err != nil {
 		bad("server_dsa: %v", err)
+	}
+	if c.ServerTM {
+		if c.ServerTMSpan < 1 || c.ServerTMRounds < c.ServerTMSpan {
+			bad("server_tm_rounds %d and server_tm_span %d: want 1 ≤ span ≤ rounds", c.ServerTMRounds, c.ServerTMSpan)
+		}
+		if c.ServerTMSynSteps < 1 || c.ServerTMIPC < 1 || c.ServerTMIters < 0 || c.ServerTMSteps < 0 {
+			bad("server_tm_syn_steps %d, server_tm_ipc %d, server_tm_iters %d, server_tm_steps %d: want ≥ 1, ≥ 1, ≥ 0, ≥ 0",
+				c.ServerTMSynSteps, c.ServerTMIPC, c.ServerTMIters, c.ServerTMSteps)
+		}
+		for _, v := range []float64{c.ServerTMLRImg, c.ServerTMLR, c.ServerTMFineLR} {
+			if !(v > 0) || math.IsInf(v, 0) {
+				bad("server_tm_lr_img %g, server_tm_lr %g, server_tm_fine_lr %g: want positive numbers", c.ServerTMLRImg, c.ServerTMLR, c.ServerTMFineLR)
+				break
+			}
+		}
 	}
 	if !(c.Dropout >= 0 && c.Dropout < 1) {
 		bad("dropout %g: want a probability in [0, 1)", c.Dropout)
@@ -243,8 +294,75 @@ func (c Config) Resolve() (Config, error) {
 			bad("model: %v", merr)
 		}
 	}
+	if len(errs) == 0 {
+		if derr := c.resolveDP(); derr != nil {
+			bad("%v", derr)
+		}
+	}
 	if len(errs) > 0 {
 		return c, fmt.Errorf("sim: invalid configuration: %w", errors.Join(errs...))
 	}
 	return c, nil
+}
+
+// DPEnabled reports whether the run is differentially private.
+func (c Config) DPEnabled() bool {
+	return (privacy.Settings{Noise: c.DPNoise, Epsilon: c.DPEpsilon, Clip: c.DPClip}).Enabled()
+}
+
+// dpSteps returns the sampling rate of the run's private mechanism, its
+// steps per client in the whole run (at most) and in one task.
+func (c Config) dpSteps() (q float64, steps, first int) {
+	switch c.Strategy {
+	case "fedavg", "fedprox":
+		// one step per round over the clients; every round's step is
+		// certain, so the whole run must fit the budget
+		return c.Fraction, c.Rounds, c.Rounds
+	case "feddm":
+		// a client may be sampled every round: the worst case
+		return c.DPSampleRate, c.Rounds * c.DistillIters, c.DistillIters
+	}
+	return c.DPSampleRate, c.DistillIters, c.DistillIters // oneshot: each client once
+}
+
+// resolveDP checks the DP settings (after the strategy is known) and
+// fills DPNoise from DPEpsilon with the accountant.
+func (c *Config) resolveDP() error {
+	if !c.DPEnabled() {
+		return nil
+	}
+	if c.Distill != "none" && (c.Strategy == "oneshot" || c.Strategy == "feddm") && !(c.DPSampleRate > 0 && c.DPSampleRate <= 1) {
+		return fmt.Errorf("dp_sample_rate %g: want a rate in (0, 1] (the probability that a real example joins an iteration)", c.DPSampleRate)
+	}
+	if c.Distill == "gm" {
+		m, err := nn.New[float32](c.Model, []int{1, 28, 28}, 10, tensor.NewRNG(0, 0))
+		if b, ok := m.(nn.Buffered[float32]); err == nil && ok && len(b.Buffers()) > 0 {
+			return fmt.Errorf("dp: private gradient matching clips per-example gradients, which batch norm mixes: use a model without batch norm (e.g. convnet-w32), not %s", c.Model)
+		}
+	}
+	q, steps, first := c.dpSteps()
+	s := privacy.Settings{Noise: c.DPNoise, Epsilon: c.DPEpsilon, Clip: c.DPClip, Delta: c.DPDelta}
+	sigma, err := s.Resolve(q, steps, first)
+	if err != nil {
+		return fmt.Errorf("dp: %w", err)
+	}
+	c.DPNoise = sigma
+	return nil
+}
+
+// WithDP adds the run's differential privacy to a strategy built from c
+// (resolved): client-level DP-FedAvg for fedavg/fedprox, private
+// distillation tasks for oneshot/feddm. Without DP it returns s as is.
+func (c Config) WithDP(s server.Strategy) server.Strategy {
+	if !c.DPEnabled() {
+		return s
+	}
+	switch st := s.(type) {
+	case *server.FedAvg:
+		st.DP = &server.DPFedAvg{Clip: c.DPClip, Noise: c.DPNoise, Clients: max(1, int(math.Round(c.Fraction*float64(c.Clients)))),
+			SampleRate: c.Fraction, Delta: c.DPDelta, Seed: c.Seed}
+	case *server.Distill:
+		st.DP = &client.DPTask{SampleRate: c.DPSampleRate, Clip: c.DPClip, Noise: c.DPNoise, Delta: c.DPDelta, Budget: c.DPEpsilon}
+	}
+	return s
 }

@@ -89,7 +89,8 @@ func saveCheckpoint(path string, cfg Config, srv *server.Server, ms []Metrics, f
 	if err != nil {
 		return err
 	}
-	b, err := federation.EncodeSnapshot(&federation.Snapshot{Meta: meta, Global: clientWeights(srv), Synthetic: st.Held})
+	b, err := federation.EncodeSnapshot(&federation.Snapshot{Meta: meta, Global: clientWeights(srv), Synthetic: st.Held,
+		Trajectory: st.Trajectory, ServerSet: st.ServerSet})
 	if err != nil {
 		return err
 	}

@@ -38,6 +38,12 @@ type Metrics struct {
 	SyntheticImages int     `json:"synthetic_images,omitempty"`
 	TrainLoss       float64 `json:"train_loss"`
 	WallS           float64 `json:"wall_s"`
+	// EpsilonMax and EpsilonMean are the ε spent so far at the run's
+	// dp_delta by the clients heard from (differentially private runs);
+	// EpsilonClients is each one's, by client id.
+	EpsilonMax     float64         `json:"epsilon_max,omitempty"`
+	EpsilonMean    float64         `json:"epsilon_mean,omitempty"`
+	EpsilonClients map[int]float64 `json:"epsilon_clients,omitempty"`
 }
 
 // ClientFailure is a failed task, as summary.json lists them.
@@ -113,6 +119,57 @@ type Options struct {
 	// FailClient, if set, is asked before each task runs; a non-nil error
 	// makes the task fail (tests inject failures with it).
 	FailClient func(t *client.Task) error
+	// Transport, if set, makes the run's transport instead of the
+	// in-process one: the cluster's coordinator returns its gRPC transport
+	// (which ignores the local handlers, its workers host the clients).
+	// Run closes it at the end.
+	Transport func(handlers map[int]federation.Handler) (federation.Transport, error)
+}
+
+// Prepared is a run's data: the training and test sets (cut to
+// TrainLimit and TestLimit) and the partition of the training set among
+// the clients. It depends on the configuration alone, so every process of
+// a cluster that prepares the same configuration holds the same clients.
+type Prepared struct {
+	Train, Test *data.Dataset
+	Partition   *data.Partition
+}
+
+// Prepare loads cfg's data and partitions it with cfg's seed. cfg must be
+// resolved (Config.Resolve).
+func Prepare(cfg Config) (*Prepared, error) {
+	train, err := data.Load(cfg.Dataset, "train", cfg.DataDir)
+	if err != nil {
+		return nil, err
+	}
+	if cfg.TrainLimit > 0 && cfg.TrainLimit < train.Len() {
+		train = train.Slice(cfg.TrainLimit)
+	}
+	test, err := data.Load(cfg.Dataset, "test", cfg.DataDir)
+	if err != nil {
+		return nil, err
+	}
+	if cfg.TestLimit > 0 && cfg.TestLimit < test.Len() {
+		test = test.Slice(cfg.TestLimit)
+	}
+	pc := data.PartitionConfig{Method: cfg.Partition, Clients: cfg.Clients, Alpha: cfg.Alpha, ShardsPerClient: cfg.ShardsPerClient}
+	part, err := pc.Partition(train.Y, train.Classes, tensor.NewRNG(cfg.Seed, streamPartition))
+	if err != nil {
+		return nil, fmt.Errorf("sim: %w", err)
+	}
+	return &Prepared{Train: train, Test: test, Partition: part}, nil
+}
+
+// Client returns client id holding its part of the training set.
+func (p *Prepared) Client(id int) (*client.Client, error) {
+	if id < 0 || id >= len(p.Partition.Clients) {
+		return nil, fmt.Errorf("sim: no client %d (the partition has clients 0 to %d)", id, len(p.Partition.Clients)-1)
+	}
+	c, err := client.New(id, p.Train.Subset(p.Partition.Clients[id]))
+	if err != nil {
+		return nil, fmt.Errorf("sim: %w", err)
+	}
+	return c, nil
 }
 
 // checkpointMeta is the snapshot's metadata.
@@ -186,35 +243,21 @@ func Run(ctx context.Context, cfg Config, opt Options) (*Summary, error) {
 		return nil, fmt.Errorf("sim: output folder: %w", err)
 	}
 
-	train, err := data.Load(cfg.Dataset, "train", cfg.DataDir)
+	prep, err := Prepare(cfg)
 	if err != nil {
 		return nil, err
 	}
-	if cfg.TrainLimit > 0 && cfg.TrainLimit < train.Len() {
-		train = train.Slice(cfg.TrainLimit)
-	}
-	test, err := data.Load(cfg.Dataset, "test", cfg.DataDir)
-	if err != nil {
-		return nil, err
-	}
-	if cfg.TestLimit > 0 && cfg.TestLimit < test.Len() {
-		test = test.Slice(cfg.TestLimit)
-	}
-	pc := data.PartitionConfig{Method: cfg.Partition, Clients: cfg.Clients, Alpha: cfg.Alpha, ShardsPerClient: cfg.ShardsPerClient}
-	part, err := pc.Partition(train.Y, train.Classes, tensor.NewRNG(cfg.Seed, streamPartition))
-	if err != nil {
-		return nil, fmt.Errorf("sim: %w", err)
-	}
+	train, test, part := prep.Train, prep.Test, prep.Partition
 	if err := writeClients(filepath.Join(cfg.Out, ClientsFile), part); err != nil {
 		return nil, err
 	}
 
 	handlers := map[int]federation.Handler{}
 	clients := make([]*client.Client, cfg.Clients)
-	for id, idx := range part.Clients {
-		c, err := client.New(id, train.Subset(idx))
+	for id := range part.Clients {
+		c, err := prep.Client(id)
 		if err != nil {
-			return nil, fmt.Errorf("sim: %w", err)
+			return nil, err
 		}
 		clients[id] = c
 		handlers[id] = &federation.Endpoint{Client: c, Hook: opt.FailClient}
@@ -225,7 +268,7 @@ func Run(ctx context.Context, cfg Config, opt Options) (*Summary, error) {
 		return nil, fmt.Errorf("sim: %w", err)
 	}
 	srv, err := server.New(server.Config{Clients: cfg.Clients, Fraction: cfg.Fraction, Seed: cfg.Seed, Dataset: cfg.Dataset,
-		ImageShape: shape, Classes: train.Classes, Model: cfg.Model}, global, strategyOf(cfg))
+		ImageShape: shape, Classes: train.Classes, Model: cfg.Model, Refiner: refinerOf(cfg, shape, train.Classes)}, global, cfg.WithDP(strategyOf(cfg)))
 	if err != nil {
 		return nil, err
 	}
@@ -236,7 +279,8 @@ func Run(ctx context.Context, cfg Config, opt Options) (*Summary, error) {
 		resumed  int
 	)
 	if meta != nil {
-		if err := srv.Restore(server.State{Rounds: meta.Rounds, Held: snap.Synthetic}, snap.Global); err != nil {
+		st := server.State{Rounds: meta.Rounds, Held: snap.Synthetic, Trajectory: snap.Trajectory, ServerSet: snap.ServerSet}
+		if err := srv.Restore(st, snap.Global); err != nil {
 			return nil, err
 		}
 		metrics, failures, wallBase, resumed = meta.Metrics, meta.Failures, meta.WallS, meta.Rounds
@@ -248,7 +292,14 @@ func Run(ctx context.Context, cfg Config, opt Options) (*Summary, error) {
 		return nil, err
 	}
 
-	tr := inproc.New(handlers, opt.Workers)
+	var tr federation.Transport
+	if opt.Transport != nil {
+		if tr, err = opt.Transport(handlers); err != nil {
+			return nil, fmt.Errorf("sim: transport: %w", err)
+		}
+	} else {
+		tr = inproc.New(handlers, opt.Workers)
+	}
 	defer tr.Close()
 	wall := func() float64 { return wallBase + time.Since(start).Seconds() }
 	var cumUp, cumDown int64
@@ -287,7 +338,11 @@ func Run(ctx context.Context, cfg Config, opt Options) (*Summary, error) {
 		}
 	}
 
-	sum := &Summary{Config: cfg, Strategy: srv.Strategy().Name(), Rounds: cfg.Rounds, TrainSamples: train.Len(), TestSamples: test.Len(),
+	name := srv.Strategy().Name()
+	if cfg.ServerTM {
+		name += "+server_tm"
+	}
+	sum := &Summary{Config: cfg, Strategy: name, Rounds: cfg.Rounds, TrainSamples: train.Len(), TestSamples: test.Len(),
 		UploadBytes: cumUp, DownloadBytes: cumDown, ModelParams: nn.NumParams(global), ResumedAfter: resumed, Failures: failures,
 		ClientsPerRound: max(1, int(float64(cfg.Clients)*cfg.Fraction+0.5)), ComputeWorkers: workers(opt.Workers),
 		CheckpointFormat: "fedsim wire format v1 snapshot (see package federation)"}
@@ -332,6 +387,18 @@ func strategyOf(cfg Config) server.Strategy {
 		d.Nets, d.Perturb = client.NetsGlobal, cfg.Perturb
 	}
 	return d
+}
+
+// refinerOf returns server-side trajectory matching (DynaFed) if cfg asks
+// for it, else nil.
+func refinerOf(cfg Config, shape []int, classes int) server.Refiner {
+	if !cfg.ServerTM {
+		return nil
+	}
+	return &server.DynaFed{Record: cfg.ServerTMRounds, Span: cfg.ServerTMSpan, SynSteps: cfg.ServerTMSynSteps,
+		IPC: cfg.ServerTMIPC, Iterations: cfg.ServerTMIters, LRImg: cfg.ServerTMLRImg, LRInit: cfg.ServerTMLR, LRLR: 1e-5, Momentum: 0.5,
+		Steps: cfg.ServerTMSteps, BatchSize: cfg.ServerBatch, LR: cfg.ServerTMFineLR, DSAStrategy: cfg.ServerDSA,
+		Model: cfg.Model, ImageShape: shape, Classes: classes, Seed: cfg.Seed}
 }
 
 // fate is what the simulated network does to one task.
@@ -423,6 +490,9 @@ func runRound(ctx context.Context, cfg Config, srv *server.Server, tr federation
 	m.ClientsOK, m.ClientsFailed, m.ClientsLate = rep.OK, rep.Failed, rep.Late
 	m.ClientsDropped = rep.Dropped()
 	m.SyntheticImages, m.TrainLoss = rep.Info.SyntheticImages, rep.Info.TrainLoss
+	if p := rep.Info.Privacy; p != nil {
+		m.EpsilonMax, m.EpsilonMean, m.EpsilonClients = p.EpsilonMax, p.EpsilonMean, p.PerClient
+	}
 	var fails []ClientFailure
 	for _, f := range rep.Failures {
 		fails = append(fails, ClientFailure{Round: round, Client: f.Client, Error: f.Error})

@@ -127,12 +127,18 @@ func TestSameSeedSameMetrics(t *testing.T) {
 }
 
 func TestResumeEqualsUninterrupted(t *testing.T) {
-	for _, strategy := range []string{"oneshot", "fedavg"} {
+	for _, strategy := range []string{"oneshot", "fedavg", "dynafed"} {
 		t.Run(strategy, func(t *testing.T) {
 			full, part := t.TempDir(), t.TempDir()
 			cfg := tiny(t, full)
-			if strategy == "fedavg" {
+			switch strategy {
+			case "fedavg":
 				cfg.Distill = "none"
+			case "dynafed":
+				// Two recorded rounds: the resume after round 1 must bring
+				// the trajectory back, and round 2 distills and fine-tunes.
+				cfg.Distill, cfg.Strategy = "none", "dynafed"
+				cfg.ServerTMRounds, cfg.ServerTMSpan, cfg.ServerTMIters, cfg.ServerTMSynSteps, cfg.ServerTMIPC, cfg.ServerTMSteps = 2, 1, 3, 2, 1, 3
 			}
 			run(t, cfg, Options{})
 			cfg.Out, cfg.Rounds = part, 1
@@ -230,7 +236,9 @@ func TestConfigErrors(t *testing.T) {
 		{func(c *Config) { c.Fraction = 1.5 }, "fraction 1.5"},
 		{func(c *Config) { c.TrainLimit, c.Clients = 10, 20 }, "more clients than the 10 training samples"},
 		{func(c *Config) { c.Partition = "zipf" }, `partition "zipf"`},
-		{func(c *Config) { c.Strategy = "dynafed" }, "not implemented yet"},
+		{func(c *Config) { c.Strategy = "dynafed" }, "use distill none"},
+		{func(c *Config) { c.ServerTM, c.ServerTMRounds, c.ServerTMSpan = true, 1, 2 }, "server_tm_rounds 1 and server_tm_span 2"},
+		{func(c *Config) { c.ServerTM, c.ServerTMLRImg = true, -1 }, "server_tm_lr_img -1"},
 		{func(c *Config) { c.Distill, c.Strategy = "none", "oneshot" }, "needs distillation"},
 		{func(c *Config) { c.Model = "transformer" }, "transformer"},
 		{func(c *Config) { c.Dropout = 1 }, "dropout 1"},
@@ -250,6 +258,12 @@ func TestConfigErrors(t *testing.T) {
 	if err := ParseConfig([]byte("clients: ten\n"), "x.yaml", &c); err == nil {
 		t.Error("wrong type accepted")
 	}
+	c = DefaultConfig()
+	c.Distill, c.Strategy = "none", "dynafed"
+	if r, err := c.Resolve(); err != nil || r.Strategy != "fedavg" || !r.ServerTM {
+		t.Errorf("strategy dynafed resolved to %q, server_tm %v (%v): want fedavg with server_tm", r.Strategy, r.ServerTM, err)
+	}
+	c = DefaultConfig()
 	if err := ParseConfig([]byte("clients: 10\nfraction: 0.5\n"), "x.yaml", &c); err != nil || c.Clients != 10 || c.Fraction != 0.5 || c.Rounds != DefaultConfig().Rounds {
 		t.Errorf("overlay: %v %+v", err, c)
 	}

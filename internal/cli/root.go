@@ -64,6 +64,8 @@ func NewRootCmd(stdout, stderr io.Writer) *cobra.Command {
 	root.SetErr(stderr)
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
 	root.AddCommand(newVersionCmd(stdout), newRunCmd(stdout, stderr), newBenchCmd(stdout, stderr), newTrainCmd(stdout, stderr), newDistillCmd(stdout, stderr), newEvalCmd(stdout, stderr), newPrivacyCmd(stdout, stderr))
+	root.AddCommand(newAttackCmd(stdout, stderr))
+	root.AddCommand(newServerCmd(stdout, stderr), newWorkerCmd(stdout, stderr), newClusterCmd(stdout, stderr), newCertsCmd(stdout))
 	return root
 }
 

@@ -54,7 +54,10 @@ synthetic images per class they hold and the server trains the global model
 on the union of the synthetic sets. --strategy oneshot (the default) matches
 with fresh random networks and asks each client once; feddm matches around
 the current global model every round. With --distill none clients train
-locally (--strategy fedavg or fedprox with --mu).
+locally (--strategy fedavg or fedprox with --mu). --server-tm (or --strategy
+dynafed) adds DynaFed's server-side trajectory matching: the global models
+of the first --server-tm-rounds rounds form a trajectory, the server distills
+a synthetic set from it and fine-tunes every later aggregate on that set.
 
 --config FILE reads a YAML experiment (keys are the flag names with '_' for
 '-'); flags given on the command line override it. The output folder --out
@@ -66,37 +69,52 @@ weights (global.npz) and checkpoint.fsw, written after every round;
 // flagHelp documents each experiment flag; the flag's name is the Config
 // field's YAML key with '-' for '_'.
 var flagHelp = map[string]string{
-	"dataset":           "data set: " + strings.Join(data.Names(), ", "),
-	"data_dir":          "folder with the data set's files (overrides the built-in locations)",
-	"train_limit":       "use only the first N training images (0: all)",
-	"test_limit":        "test on only the first N test images (0: all)",
-	"partition":         "partition: " + strings.Join(data.PartitionMethods, ", "),
-	"alpha":             "Dirichlet concentration (dirichlet, quantity): smaller is more skewed",
-	"shards_per_client": "shards per client (shards partition)",
-	"clients":           "number of clients",
-	"rounds":            "communication rounds",
-	"fraction":          "fraction of the clients sampled per round, in (0, 1]",
-	"distill":           "client-side distillation: dm, gm or none (none: FedAvg)",
-	"strategy":          "fedavg, fedprox, oneshot or feddm (default: oneshot when distilling, fedavg otherwise)",
-	"model":             "global model and matching network (" + strings.Join(nn.ModelNames(), ", ") + ", ConvNet variants such as convnet-w32)",
-	"ipc":               "synthetic images per class a client holds",
-	"distill_iters":     "distillation iterations per client task",
-	"batch_real":        "real images per class per distillation iteration",
-	"lr_img":            "learning rate of the synthetic images (0: dm 1.0, gm 0.1)",
-	"perturb":           "feddm: relative perturbation of the global model's parameters",
-	"local_epochs":      "fedavg/fedprox: local epochs per round",
-	"local_batch":       "fedavg/fedprox: local batch size",
-	"local_lr":          "fedavg/fedprox: local learning rate (SGD, momentum 0.9)",
-	"mu":                "fedprox: proximal coefficient μ",
-	"server_steps":      "distillation strategies: server SGD steps per round on the synthetic union (rounded up to whole epochs)",
-	"server_batch":      "server training batch size",
-	"server_lr":         "server training learning rate (SGD, momentum 0.9, cosine schedule)",
-	"server_dsa":        "server training augmentation (auto: by data set; none: off)",
-	"dropout":           "probability that a sampled client never answers",
-	"stragglers":        "probability that a sampled client answers after the deadline",
-	"seed":              "random seed (one seed gives identical metrics)",
-	"out":               "output folder",
-	"grids":             "number of clients whose synthetic sets are drawn",
+	"dataset":             "data set: " + strings.Join(data.Names(), ", "),
+	"data_dir":            "folder with the data set's files (overrides the built-in locations)",
+	"train_limit":         "use only the first N training images (0: all)",
+	"test_limit":          "test on only the first N test images (0: all)",
+	"partition":           "partition: " + strings.Join(data.PartitionMethods, ", "),
+	"alpha":               "Dirichlet concentration (dirichlet, quantity): smaller is more skewed",
+	"shards_per_client":   "shards per client (shards partition)",
+	"clients":             "number of clients",
+	"rounds":              "communication rounds",
+	"fraction":            "fraction of the clients sampled per round, in (0, 1]",
+	"distill":             "client-side distillation: dm, gm or none (none: FedAvg)",
+	"strategy":            "fedavg, fedprox, oneshot, feddm or dynafed (fedavg with --server-tm; default: oneshot when distilling, fedavg otherwise)",
+	"model":               "global model and matching network (" + strings.Join(nn.ModelNames(), ", ") + ", ConvNet variants such as convnet-w32)",
+	"ipc":                 "synthetic images per class a client holds",
+	"distill_iters":       "distillation iterations per client task",
+	"batch_real":          "real images per class per distillation iteration",
+	"lr_img":              "learning rate of the synthetic images (0: dm 1.0, gm 0.1)",
+	"perturb":             "feddm: relative perturbation of the global model's parameters",
+	"local_epochs":        "fedavg/fedprox: local epochs per round",
+	"local_batch":         "fedavg/fedprox: local batch size",
+	"local_lr":            "fedavg/fedprox: local learning rate (SGD, momentum 0.9)",
+	"mu":                  "fedprox: proximal coefficient μ",
+	"server_steps":        "distillation strategies: server SGD steps per round on the synthetic union (rounded up to whole epochs)",
+	"server_batch":        "server training batch size",
+	"server_lr":           "server training learning rate (SGD, momentum 0.9, cosine schedule)",
+	"server_dsa":          "server training augmentation (auto: by data set; none: off)",
+	"server_tm":           "server-side trajectory matching (DynaFed): distill a set from the first rounds' global models and fine-tune every aggregate on it",
+	"server_tm_rounds":    "server-tm: rounds of global models recorded before distilling (L)",
+	"server_tm_span":      "server-tm: the student matches the global model this many rounds ahead",
+	"server_tm_syn_steps": "server-tm: student SGD steps per matching iteration",
+	"server_tm_ipc":       "server-tm: synthetic images per class",
+	"server_tm_iters":     "server-tm: matching iterations",
+	"server_tm_lr_img":    "server-tm: learning rate of the synthetic images (SGD, momentum 0.5)",
+	"server_tm_lr":        "server-tm: initial learnable student step size",
+	"server_tm_steps":     "server-tm: fine-tuning SGD steps after every aggregation",
+	"server_tm_fine_lr":   "server-tm: fine-tuning learning rate (momentum 0.9, cosine schedule)",
+	"dropout":             "probability that a sampled client never answers",
+	"stragglers":          "probability that a sampled client answers after the deadline",
+	"seed":                "random seed (one seed gives identical metrics)",
+	"out":                 "output folder",
+	"grids":               "number of clients whose synthetic sets are drawn",
+	"dp_noise":            "differential privacy: noise multiplier σ (or give --dp-epsilon)",
+	"dp_epsilon":          "differential privacy: budget ε per client at --dp-delta (σ from the accountant if --dp-noise is not given)",
+	"dp_clip":             "differential privacy: clipping norm C (per example for distillation, per client update for fedavg)",
+	"dp_delta":            "differential privacy: δ",
+	"dp_sample_rate":      "private distillation: probability that a real example joins an iteration (Poisson sampling)",
 }
 
 // addRunFlags registers the experiment flags, bound to o.Config (which
@@ -118,6 +136,8 @@ func addRunFlags(f *pflag.FlagSet, o *RunOptions) {
 			f.Float64Var(p, name, *p, help)
 		case *uint64:
 			f.Uint64Var(p, name, *p, help)
+		case *bool:
+			f.BoolVar(p, name, *p, help)
 		default:
 			panic("cli: unsupported sim.Config field " + t.Field(i).Name)
 		}

@@ -1,0 +1,198 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+
+	"github.com/fedsim/fedsim/client"
+	"github.com/fedsim/fedsim/data"
+	"github.com/fedsim/fedsim/distill"
+	"github.com/fedsim/fedsim/nn"
+	"github.com/fedsim/fedsim/tensor"
+)
+
+// DynaFed is server-side trajectory matching (Pi et al., "DynaFed:
+// Tackling client data heterogeneity with global dynamics", CVPR 2023;
+// survey §7.4), a Refiner beside any aggregation strategy (FedAvg in the
+// paper):
+//
+//  1. it records the global models θ_0 (before round 1) … θ_L (after round
+//     L = Record) — the global trajectory, which reflects every client's
+//     data without the server seeing any of it;
+//  2. after round L it distills a synthetic set from that trajectory by
+//     trajectory matching (MTT, survey eq. 30): a student starts at θ_t
+//     (t < L − Span + 1 drawn at random), takes SynSteps SGD steps with the
+//     learnable step size α on the synthetic images (per-sample DSA), and
+//     the images and α descend ‖θ_N − θ_{t+Span}‖² / ‖θ_t − θ_{t+Span}‖²;
+//     the images start as standard normal noise in the normalized space,
+//     IPC per class;
+//  3. from round L on, after every aggregation it fine-tunes the global
+//     model on that set for about Steps SGD steps.
+//
+// The trajectory is dropped once the set is made; both live in State, so
+// checkpoints carry them.
+type DynaFed struct {
+	// Record is L, the number of rounds whose global models form the
+	// trajectory; Span is how many rounds ahead the student's target lies.
+	Record, Span int
+	// SynSteps is the student's number of steps per matching iteration;
+	// BatchSyn its batch size (0: the whole set).
+	SynSteps, BatchSyn int
+	// IPC is the number of synthetic images per class; Iterations the
+	// number of matching iterations.
+	IPC, Iterations int
+	// LRImg is the images' learning rate, LRInit the student's initial
+	// step size α, LRLR α's learning rate; Momentum is the momentum of all
+	// three (MTT: 0.5).
+	LRImg, LRInit, LRLR, Momentum float64
+	// Steps, BatchSize, LR, Momentum (0.9) and WeightDecay (5e-4)
+	// configure the fine-tuning after every aggregation.
+	Steps, BatchSize int
+	LR               float64
+	// DSAStrategy is the augmentation of distillation and fine-tuning
+	// ("none": off).
+	DSAStrategy string
+	// Model, ImageShape and Classes describe the global model (the student
+	// is one of those).
+	Model      string
+	ImageShape []int
+	Classes    int
+	// Seed makes the distillation and fine-tuning reproducible.
+	Seed uint64
+
+	// losses records the matching loss of every iteration (for tests).
+	losses []float64
+}
+
+var _ Refiner = &DynaFed{}
+
+// Validate checks the settings.
+func (d *DynaFed) Validate() error {
+	var errs []error
+	if d.Span < 1 || d.Record < d.Span {
+		errs = append(errs, fmt.Errorf("server: DynaFed records %d rounds and matches %d rounds ahead: want 1 ≤ span ≤ recorded rounds", d.Record, d.Span))
+	}
+	if d.SynSteps < 1 || d.IPC < 1 || d.Iterations < 0 || d.BatchSyn < 0 {
+		errs = append(errs, fmt.Errorf("server: DynaFed student steps %d, IPC %d, iterations %d, synthetic batch %d: want ≥ 1, ≥ 1, ≥ 0, ≥ 0", d.SynSteps, d.IPC, d.Iterations, d.BatchSyn))
+	}
+	for _, v := range []float64{d.LRImg, d.LRInit, d.LR} {
+		if !(v > 0) || math.IsInf(v, 0) {
+			errs = append(errs, fmt.Errorf("server: DynaFed learning rates (images %g, initial step size %g, fine-tuning %g) must be positive and finite", d.LRImg, d.LRInit, d.LR))
+			break
+		}
+	}
+	if !(d.LRLR >= 0) || !(d.Momentum >= 0 && d.Momentum < 1) {
+		errs = append(errs, fmt.Errorf("server: DynaFed step-size learning rate %g and momentum %g: want ≥ 0 and in [0, 1)", d.LRLR, d.Momentum))
+	}
+	if d.Steps < 0 || d.BatchSize < 1 {
+		errs = append(errs, fmt.Errorf("server: DynaFed fine-tuning steps %d and batch %d: want ≥ 0 and ≥ 1", d.Steps, d.BatchSize))
+	}
+	if _, err := data.ParseDSAStrategy(d.DSAStrategy); err != nil {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}
+
+// Refine implements Refiner.
+func (d *DynaFed) Refine(ctx context.Context, round int, global nn.Model[float32], st *State) error {
+	if round <= d.Record && st.ServerSet == nil {
+		if len(st.Trajectory) != round {
+			return fmt.Errorf("server: DynaFed holds %d trajectory points at round %d (want %d): the trajectory was not recorded from the start", len(st.Trajectory), round, round)
+		}
+		st.Trajectory = append(st.Trajectory, client.WeightsOf(global))
+		if round < d.Record {
+			return nil
+		}
+		set, err := d.distill(ctx, st.Trajectory)
+		if err != nil {
+			return err
+		}
+		st.ServerSet, st.Trajectory = set, nil
+	}
+	if st.ServerSet == nil || round == 0 || d.Steps == 0 {
+		return nil
+	}
+	fit := setTraining{Steps: d.Steps, BatchSize: d.BatchSize, LR: d.LR, Momentum: 0.9, WeightDecay: 5e-4, DSAStrategy: d.DSAStrategy}
+	set := &nn.TensorDataset[float32]{X: st.ServerSet.X, Y: st.ServerSet.Y}
+	if _, err := fit.train(ctx, global, set, tensor.NewRNG(d.Seed, streamDynaFed+uint64(round))); err != nil {
+		return fmt.Errorf("server: DynaFed fine-tuning: %w", err)
+	}
+	return nil
+}
+
+// Random streams of DynaFed (with Seed): streamDynaFed+round for the
+// fine-tuning, streamDynaFedIter+it for matching iteration it.
+const (
+	streamDynaFed     = 4 << 40
+	streamDynaFedInit = 5 << 40
+	streamDynaFedIter = 6 << 40
+)
+
+// distill makes the server set from the trajectory θ_0 … θ_L.
+func (d *DynaFed) distill(ctx context.Context, traj []*client.Weights) (*client.Synthetic, error) {
+	student, err := nn.New[float32](d.Model, d.ImageShape, d.Classes, tensor.NewRNG(d.Seed, streamDynaFedInit))
+	if err != nil {
+		return nil, fmt.Errorf("server: DynaFed student: %w", err)
+	}
+	if tm, ok := student.(nn.Trainable); ok {
+		tm.SetTraining(true)
+	}
+	nParams := len(student.Params())
+	params := func(k int) []*tensor.Tensor[float32] {
+		ps := make([]*tensor.Tensor[float32], nParams)
+		for i := range ps {
+			ps[i] = traj[k].Tensors[i].Clone()
+		}
+		return ps
+	}
+	c, h, w := d.ImageShape[0], d.ImageShape[1], d.ImageShape[2]
+	n := d.Classes * d.IPC
+	x := tensor.New[float32](n, c, h, w)
+	tensor.FillNormal(tensor.NewRNG(d.Seed, streamDynaFedInit+1), x, 0, 1)
+	y := make([]int, n)
+	for i := range y {
+		y[i] = i / d.IPC
+	}
+	var each *data.DSA
+	if strategy, err := data.ParseDSAStrategy(d.DSAStrategy); err != nil {
+		return nil, err
+	} else if len(strategy) > 0 {
+		each = &data.DSA{Strategy: strategy, Params: data.DefaultDSAParams()}
+	}
+	vel := tensor.New[float32](x.Shape...)
+	lr, lrVel := d.LRInit, 0.0
+	mu := float32(d.Momentum)
+	for it := range d.Iterations {
+		if err := ctx.Err(); err != nil {
+			return nil, fmt.Errorf("server: DynaFed distillation, iteration %d: %w", it, err)
+		}
+		rng := tensor.NewRNG(d.Seed, streamDynaFedIter+uint64(it))
+		start := rng.IntN(len(traj) - d.Span)
+		theta0, target := params(start), params(start+d.Span)
+		task := &distill.TrajectoryTask[float32]{Model: student, Start: theta0, Target: target, Denom: distill.ParamDistance(theta0, target), Y: y}
+		task.Batches, task.Augs = distill.StudentBatches(rng, x.Shape, d.BatchSyn, d.SynSteps, each)
+		g, err := distill.UnrolledMatchGrad(task, x, lr)
+		if err != nil {
+			return nil, fmt.Errorf("server: DynaFed distillation, iteration %d (start round %d): %w", it, start, err)
+		}
+		if math.IsNaN(g.Loss) || math.IsInf(g.Loss, 0) || math.IsNaN(g.LR) || math.IsInf(g.LR, 0) || tensor.FirstNonFinite(g.X.Data) >= 0 {
+			return nil, fmt.Errorf("server: DynaFed distillation diverged at iteration %d (loss %v): lower the image learning rate %g or the initial step size %g", it, g.Loss, d.LRImg, d.LRInit)
+		}
+		d.losses = append(d.losses, g.Loss)
+		for k, v := range g.X.Data {
+			vel.Data[k] = mu*vel.Data[k] + v
+			x.Data[k] -= float32(d.LRImg) * vel.Data[k]
+		}
+		lrVel = d.Momentum*lrVel + g.LR
+		// α stays positive: a step size that crosses zero would make the
+		// student ascend the loss.
+		lr = max(lr-d.LRLR*lrVel, 1e-6)
+	}
+	counts := make([]int, d.Classes)
+	for k := range counts {
+		counts[k] = d.IPC // the set stands for every class equally
+	}
+	return &client.Synthetic{X: x, Y: y, Counts: counts}, nil
+}
