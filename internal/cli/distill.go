@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"path/filepath"
 	"slices"
@@ -59,6 +60,27 @@ type DistillOptions struct {
 	Labels        string
 	LRLabel       float64
 	FixedAdjoint  bool
+	// ZCA whitens the real images before distilling (MTT, KIP); ZCAReg is
+	// its regularisation ε (0: distill.DefaultZCAReg).
+	ZCA    bool
+	ZCAReg float64
+	// Kernel methods (kip, rfad, frepo) and meta-learning (dd, sldd, ld);
+	// 0 or "": the defaults (distill.KRRConfig, distill.MetaConfig). They
+	// also read --lr-label, and dd/sldd/ld --lr-teacher (initial step size)
+	// and --lr-lr.
+	Kernel      string
+	KernelDepth int
+	NNGP        bool
+	KRRReg      float64
+	LearnLabels bool
+	RFModels    int
+	RFWidth     int
+	MaxAge      int
+	Unroll      int
+	UnrollMom   float64
+	UnrollSeg   int
+	Bases       int
+	Formations  int
 	// TrainLimit and TestLimit use only the first N images (0: all), for
 	// quick checks.
 	TrainLimit, TestLimit int
@@ -90,6 +112,19 @@ meta-gradient as mtt in constant memory and learns soft labels.
 --out DIR receives synthetic.npz (x, y, mean, std: numpy.load reads it),
 grid.png (one row per class), report.json, and checkpoint.npz, written
 atomically every --checkpoint-every iterations; --resume continues from it.
+With --zca the method works on ZCA-whitened images (as MTT and KIP do);
+synthetic.npz and grid.png are mapped back to the normalized space, zca.npz
+holds the transform, and evaluation (here and in "fedsim eval", which finds
+zca.npz beside synthetic.npz) whitens the synthetic and test images again.
+kip, rfad and frepo learn the set by kernel ridge regression (KIP's
+closed-form NTK/NNGP kernels, --kernel fc|conv; RFAD's random-feature NNGP
+with a Platt-scaled loss; FRePo's features of a pool of networks trained
+online), --learn-labels also learns the labels; dd, sldd and ld
+backpropagate through --unroll SGD steps of a fresh network (dd: images and
+step size; sldd: also soft labels; ld: labels only); linba learns
+memory bases and addressing matrices (Deng & Russakovsky) within the float
+budget of --ipc images per class, writes the decoded images to
+synthetic.npz and the factors to factors.npz.
 A run that diverges stops with an error and keeps its last good checkpoint.`,
 		Args: cobra.NoArgs,
 		RunE: func(c *cobra.Command, _ []string) error {
@@ -134,6 +169,21 @@ A run that diverges stops with an error and keeps its last good checkpoint.`,
 	f.StringVar(&o.Labels, "labels", "", "mtt/ftd/tesla: hard or soft (learned logits from an expert; default soft for tesla)")
 	f.Float64Var(&o.LRLabel, "lr-label", 0, "mtt/ftd/tesla: learning rate of soft labels (0: 2)")
 	f.BoolVar(&o.FixedAdjoint, "fixed-adjoint", false, "tesla: the paper's first-order pass (drops the Hessian terms) instead of the exact one")
+	f.BoolVar(&o.ZCA, "zca", false, "distill in ZCA-whitened space (MTT/KIP); synthetic.npz stays in the normalized space and zca.npz holds the transform")
+	f.Float64Var(&o.ZCAReg, "zca-reg", 0, fmt.Sprintf("ZCA regularisation ε (0: %g)", distill.DefaultZCAReg))
+	f.StringVar(&o.Kernel, "kernel", "", "kip: fc or conv (closed-form ReLU network kernel; default fc)")
+	f.IntVar(&o.KernelDepth, "kernel-depth", 0, "kip: hidden layers of the kernel's network (0: 3 for fc, 2 for conv)")
+	f.BoolVar(&o.NNGP, "nngp", false, "kip: NNGP kernel instead of the NTK")
+	f.Float64Var(&o.KRRReg, "krr-reg", 0, "kip/rfad/frepo: ridge relative to the mean kernel diagonal (0: 1e-6; rfad 1e-4)")
+	f.BoolVar(&o.LearnLabels, "learn-labels", false, "kip/rfad/frepo: also learn the labels (written as y_soft logits)")
+	f.IntVar(&o.RFModels, "rf-models", 0, "rfad: random networks per iteration; frepo: pool size (0: 4)")
+	f.IntVar(&o.RFWidth, "rf-width", 0, "rfad: channels of the random networks (0: 64)")
+	f.IntVar(&o.MaxAge, "max-age", 0, "frepo: online steps before a pool network is re-initialised (0: 100)")
+	f.IntVar(&o.Unroll, "unroll", 0, "dd/sldd/ld: unrolled inner SGD steps (0: 10)")
+	f.Float64Var(&o.UnrollMom, "unroll-momentum", 0, "dd/sldd/ld: inner-loop momentum (Deng & Russakovsky; 0: plain SGD)")
+	f.IntVar(&o.UnrollSeg, "unroll-segment", 0, "dd/sldd/ld: back-propagate K unrolled steps at a time with recomputation (bounded memory for long unrolls; 0: all at once)")
+	f.IntVar(&o.Bases, "bases", 0, "linba: memory bases (0: the most that fit the budget of --ipc images per class)")
+	f.IntVar(&o.Formations, "formations", 0, "linba: images decoded per class (0: 4 × --ipc)")
 	f.BoolVar(&o.Quiet, "quiet", false, "no progress display")
 	cmd.AddCommand(newDistillBufferCmd(stdout, stderr))
 	return cmd
@@ -216,6 +266,13 @@ func RunDistill(ctx context.Context, o *DistillOptions, stdout, stderr io.Writer
 		return usagef("--checkpoint-every %d must not be negative", o.CheckpointEvery)
 	case o.TrainLimit < 0 || o.TestLimit < 0:
 		return usagef("--train-limit and --test-limit must not be negative")
+	case !(o.ZCAReg >= 0) || math.IsInf(o.ZCAReg, 0):
+		return usagef("--zca-reg %g must be a non-negative number (0: %g)", o.ZCAReg, distill.DefaultZCAReg)
+	case o.ZCAReg > 0 && !o.ZCA:
+		return usagef("--zca-reg %g needs --zca", o.ZCAReg)
+	}
+	if o.ZCA && o.ZCAReg == 0 {
+		o.ZCAReg = distill.DefaultZCAReg
 	}
 	if o.Iters == 0 {
 		o.Iters = defaultDistillIters
@@ -233,7 +290,17 @@ func RunDistill(ctx context.Context, o *DistillOptions, stdout, stderr io.Writer
 		Match:         distill.MatchConfig{Distance: o.MatchDistance, ClassSum: o.ClassSum, InnerReal: o.InnerReal},
 		TM: distill.TMConfig{Buffer: o.Buffer, SynSteps: o.SynSteps, ExpertEpochs: o.ExpertEpochs, MaxStartEpoch: o.MaxStartEpoch,
 			BatchSyn: o.BatchSyn, LRInit: o.LRInit, LRLR: o.LRLR, StartNoise: o.StartNoise, Labels: o.Labels, LRLabel: o.LRLabel,
-			FixedAdjoint: o.FixedAdjoint}}
+			FixedAdjoint: o.FixedAdjoint},
+		ZCAReg: o.ZCAReg,
+		KRR: distill.KRRConfig{Kernel: o.Kernel, Depth: o.KernelDepth, NNGP: o.NNGP, Reg: o.KRRReg, LearnLabels: o.LearnLabels,
+			LRLabel: o.LRLabel, Models: o.RFModels, Width: o.RFWidth, MaxAge: o.MaxAge}}
+	if distill.IsMetaMethod(o.Method) {
+		cfg.Meta = distill.MetaConfig{Steps: o.Unroll, LRInit: o.LRInit, LRLR: o.LRLR, LRLabel: o.LRLabel, Momentum: o.UnrollMom, Segment: o.UnrollSeg,
+			Bases: o.Bases, Formations: o.Formations}
+	}
+	if !distill.IsKRRMethod(o.Method) {
+		cfg.KRR = distill.KRRConfig{}
+	}
 	d, err := distill.New(cfg, o.Dataset)
 	if err != nil {
 		return usageError{err}
@@ -261,6 +328,23 @@ func RunDistill(ctx context.Context, o *DistillOptions, stdout, stderr io.Writer
 			return usagef("--ipc %d is more than class %d of %s has (%d training images)", o.IPC, c, o.Dataset, n)
 		}
 	}
+	// With --zca the distiller works on whitened images; every set that
+	// leaves it (files, grid, evaluation) is mapped back to the normalized
+	// space first, and the evaluation whitens again as MTT does.
+	var zca *distill.ZCA
+	export := func(s *distill.SyntheticSet) (*distill.SyntheticSet, error) { return s.Clone(), nil }
+	if o.ZCA {
+		if zca, err = distill.FitZCA(train, o.ZCAReg); err != nil {
+			return err
+		}
+		if train, err = zca.Dataset(train); err != nil {
+			return err
+		}
+		if err := zca.Save(filepath.Join(o.Out, "zca.npz")); err != nil {
+			return err
+		}
+		export = zca.ExportSet
+	}
 	var test *data.Dataset
 	if o.EvalRuns > 0 {
 		if test, err = data.Load(o.Dataset, "test", o.DataDir); err != nil {
@@ -277,7 +361,7 @@ func RunDistill(ctx context.Context, o *DistillOptions, stdout, stderr io.Writer
 	}
 	evaluate := func(it int, syn *distill.SyntheticSet) error {
 		for _, m := range o.EvalModels {
-			r, err := evalModel(ctx, syn, test, m, o.EvalRuns, o.EvalEpochs, o.Seed, o.Quiet, stderr)
+			r, err := evalModel(ctx, syn, test, zca, m, o.EvalRuns, o.EvalEpochs, o.Seed, o.Quiet, stderr)
 			if err != nil {
 				return err
 			}
@@ -318,7 +402,10 @@ func RunDistill(ctx context.Context, o *DistillOptions, stdout, stderr io.Writer
 			bar.update(done, fmt.Sprintf("loss %.4f %.3g it/s", loss, rate))
 			if o.EvalEvery > 0 && (it+1)%o.EvalEvery == 0 && it+1 < o.Iters && o.EvalRuns > 0 {
 				t0 := time.Now()
-				err := evaluate(it+1, d.Synthetic().Clone())
+				syn, err := export(d.Synthetic())
+				if err == nil {
+					err = evaluate(it+1, syn)
+				}
 				evalDuring += time.Since(t0)
 				return err
 			}
@@ -349,9 +436,19 @@ func RunDistill(ctx context.Context, o *DistillOptions, stdout, stderr io.Writer
 		rep.StepSize = s.StepSize()
 		fmt.Fprintf(stdout, "learned student step size %.6g\n", rep.StepSize)
 	}
-	syn := d.Synthetic()
+	syn, err := export(d.Synthetic())
+	if err != nil {
+		return err
+	}
 	if err := syn.Save(filepath.Join(o.Out, "synthetic.npz")); err != nil {
 		return err
+	}
+	// Factorized sets (linba) also write their factors, in the space the
+	// method worked in (whitened with --zca).
+	if f, ok := d.(interface{ SaveFactors(string) error }); ok && o.Method == distill.MethodLinBa {
+		if err := f.SaveFactors(filepath.Join(o.Out, "factors.npz")); err != nil {
+			return err
+		}
 	}
 	if err := distill.WriteGrid(filepath.Join(o.Out, "grid.png"), syn); err != nil {
 		return err
@@ -377,12 +474,13 @@ func RunDistill(ctx context.Context, o *DistillOptions, stdout, stderr io.Writer
 	return err
 }
 
-// evalModel trains runs fresh models on syn and tests them on test, with
-// a progress display.
-func evalModel(ctx context.Context, syn *distill.SyntheticSet, test *data.Dataset, model string, runs, epochs int, seed uint64, quiet bool, stderr io.Writer) (EvalRecord, error) {
+// evalModel trains runs fresh models on syn (in the normalized space) and
+// tests them on test, with a progress display; with zca, both are
+// whitened first.
+func evalModel(ctx context.Context, syn *distill.SyntheticSet, test *data.Dataset, zca *distill.ZCA, model string, runs, epochs int, seed uint64, quiet bool, stderr io.Writer) (EvalRecord, error) {
 	t0 := time.Now()
 	cfg := distill.DefaultEvalConfig(test.Name)
-	cfg.Model, cfg.Runs, cfg.Epochs, cfg.Seed, cfg.Context = model, runs, epochs, seed, ctx
+	cfg.Model, cfg.Runs, cfg.Epochs, cfg.Seed, cfg.Context, cfg.ZCA = model, runs, epochs, seed, ctx, zca
 	bar := newProgress(stderr, "eval "+model, runs*epochs, quiet)
 	cfg.Progress = func(run int, p nn.Progress) {
 		if p.EpochDone {

@@ -195,7 +195,7 @@ func TestDistillAndEvalBadInput(t *testing.T) {
 		code int
 		want string
 	}{
-		{[]string{"distill", "--method", "kip", "--out", out}, 2, `--method "kip"`},
+		{[]string{"distill", "--method", "nosuch", "--out", out}, 2, `--method "nosuch"`},
 		{[]string{"distill", "--method", "mtt", "--out", out}, 2, "--buffer"},
 		{[]string{"distill", "--dataset", "imagenet", "--out", out}, 2, "imagenet"},
 		{[]string{"distill", "--ipc", "0", "--out", out}, 2, "--ipc 0"},
@@ -259,5 +259,70 @@ func TestDistillBufferAndTrajectoryMatching(t *testing.T) {
 	o.Buffer, o.Model, o.MaxStartEpoch = buf, "convnet-w4", 1
 	if err := RunDistill(context.Background(), o, &out, &errb); err == nil || !strings.Contains(err.Error(), "convnet-w4") {
 		t.Errorf("other model: %v", err)
+	}
+}
+
+// With --zca the method sees whitened images, but what leaves the run is
+// in the normalized space: random selection picks the same real images
+// with or without whitening, so synthetic.npz must match to float32
+// rounding, and eval must find zca.npz.
+func TestDistillZCA(t *testing.T) {
+	plain, white := t.TempDir(), t.TempDir()
+	o := tinyDistill("random", plain)
+	o.EvalRuns = 0
+	runDistillOrSkip(t, o)
+	o = tinyDistill("random", white)
+	o.EvalRuns, o.ZCA = 0, true
+	runDistillOrSkip(t, o)
+	a, err := distill.ReadSynthetic(filepath.Join(plain, "synthetic.npz"), 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := distill.ReadSynthetic(filepath.Join(white, "synthetic.npz"), 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var worst float64
+	for i, v := range a.X.Data {
+		worst = max(worst, math.Abs(float64(v-b.X.Data[i])))
+	}
+	if worst > 2e-3 {
+		t.Fatalf("--zca synthetic.npz differs from the plain run by %g: not mapped back to the normalized space", worst)
+	}
+	z, err := distill.ReadZCA(filepath.Join(white, "zca.npz"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if z.Eps != distill.DefaultZCAReg {
+		t.Fatalf("zca.npz has ε = %g, want the default %g", z.Eps, distill.DefaultZCAReg)
+	}
+	for _, tc := range []struct{ zca, want string }{{"", filepath.Join(white, "zca.npz")}, {"none", ""}} {
+		var out, errb bytes.Buffer
+		eo := &EvalOptions{Synthetic: filepath.Join(white, "synthetic.npz"), EvalModels: []string{"convnet-w8"}, EvalRuns: 1,
+			EvalEpochs: 1, Seed: 1, TestLimit: 100, ZCA: tc.zca, JSON: true, Quiet: true}
+		if err := RunEval(context.Background(), eo, &out, &errb); err != nil {
+			t.Fatal(err)
+		}
+		var rep EvalReport
+		if err := json.Unmarshal(out.Bytes(), &rep); err != nil {
+			t.Fatal(err)
+		}
+		if rep.ZCA != tc.want {
+			t.Errorf("--zca %q: the report's transform is %q, want %q", tc.zca, rep.ZCA, tc.want)
+		}
+	}
+	// A checkpoint distilled in ZCA space does not resume without it.
+	dir := t.TempDir()
+	o = tinyDistill("dm", dir)
+	o.EvalRuns, o.Iters, o.ZCA = 0, 2, true
+	runDistillOrSkip(t, o)
+	o.Iters, o.ZCA, o.ZCAReg, o.Resume = 3, false, 0, true
+	var out, errb bytes.Buffer
+	if err := RunDistill(context.Background(), o, &out, &errb); err == nil || !strings.Contains(err.Error(), "zca_reg") {
+		t.Fatalf("resuming a --zca checkpoint without --zca: %v", err)
+	}
+	o.ZCA, o.ZCAReg, o.Resume = false, 0.5, false
+	if err := RunDistill(context.Background(), o, &out, &errb); err == nil || !strings.Contains(err.Error(), "needs --zca") {
+		t.Fatalf("--zca-reg without --zca: %v", err)
 	}
 }

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 
@@ -25,8 +27,11 @@ type EvalOptions struct {
 	EvalEpochs int
 	Seed       uint64
 	TestLimit  int
-	JSON       bool
-	Quiet      bool
+	// ZCA is the ZCA transform the set was distilled with ("": zca.npz
+	// beside Synthetic if there is one; "none": no whitening).
+	ZCA   string
+	JSON  bool
+	Quiet bool
 }
 
 // EvalReport is the output of `fedsim eval --json`.
@@ -36,6 +41,7 @@ type EvalReport struct {
 	Images     int          `json:"images"`
 	PerClass   []int        `json:"images_per_class"`
 	TestImages int          `json:"test_images"`
+	ZCA        string       `json:"zca,omitempty"`
 	Seed       uint64       `json:"seed"`
 	Evals      []EvalRecord `json:"evaluations"`
 }
@@ -50,7 +56,9 @@ it trains --eval-runs fresh models of each of --eval-models from scratch on
 the synthetic images (SGD lr 0.01, momentum 0.9, weight decay 5e-4, ×0.1 at
 half the epochs, batch 256, DSA augmentation on every batch) and tests them
 on the real test split. The data set is recognised from the file's
-normalization constants unless --dataset names it.`,
+normalization constants unless --dataset names it. A set distilled with
+--zca is evaluated in ZCA space: the transform is read from zca.npz beside
+the file (or --zca PATH; --zca none turns it off).`,
 		Args: cobra.NoArgs,
 		RunE: func(c *cobra.Command, _ []string) error {
 			return RunEval(c.Context(), o, stdout, stderr)
@@ -65,6 +73,7 @@ normalization constants unless --dataset names it.`,
 	f.IntVar(&o.EvalEpochs, "eval-epochs", 0, "training epochs per model (0: 1000 for mnist, 300 otherwise)")
 	f.Uint64Var(&o.Seed, "seed", 1, "random seed")
 	f.IntVar(&o.TestLimit, "test-limit", 0, "test on only the first N test images (0: all)")
+	f.StringVar(&o.ZCA, "zca", "", "ZCA transform of a set distilled with --zca (default: zca.npz beside --synthetic if present; none: off)")
 	f.BoolVar(&o.JSON, "json", false, "print the result as JSON")
 	f.BoolVar(&o.Quiet, "quiet", false, "no progress display")
 	return cmd
@@ -139,13 +148,33 @@ func RunEval(ctx context.Context, o *EvalOptions, stdout, stderr io.Writer) erro
 	if o.TestLimit > 0 && o.TestLimit < test.Len() {
 		test = test.Slice(o.TestLimit)
 	}
-	rep := EvalReport{Synthetic: o.Synthetic, Dataset: o.Dataset, Images: syn.Len(), PerClass: syn.PerClass(), TestImages: test.Len(), Seed: o.Seed}
+	zcaPath := o.ZCA
+	if zcaPath == "" {
+		if p := filepath.Join(filepath.Dir(o.Synthetic), "zca.npz"); fileExists(p) {
+			zcaPath = p
+		}
+	}
+	var zca *distill.ZCA
+	if zcaPath != "" && zcaPath != "none" {
+		if zca, err = distill.ReadZCA(zcaPath); err != nil {
+			return usageError{fmt.Errorf("%w (pass --zca none to evaluate without whitening)", err)}
+		}
+		if _, err := zca.ImportSet(syn); err != nil {
+			return usageError{fmt.Errorf("%s does not fit %s: %w", zcaPath, o.Synthetic, err)}
+		}
+	} else {
+		zcaPath = ""
+	}
+	rep := EvalReport{Synthetic: o.Synthetic, Dataset: o.Dataset, Images: syn.Len(), PerClass: syn.PerClass(), TestImages: test.Len(), ZCA: zcaPath, Seed: o.Seed}
 	if !o.JSON {
 		fmt.Fprintf(stdout, "evaluating %s (%d images, per class %v) on %s: %d models × %d epochs each of %s\n",
 			o.Synthetic, syn.Len(), syn.PerClass(), o.Dataset, o.EvalRuns, o.EvalEpochs, strings.Join(o.EvalModels, ", "))
+		if zca != nil {
+			fmt.Fprintf(stdout, "in ZCA space (%s, ε = %g)\n", zcaPath, zca.Eps)
+		}
 	}
 	for _, m := range o.EvalModels {
-		r, err := evalModel(ctx, syn, test, m, o.EvalRuns, o.EvalEpochs, o.Seed, o.Quiet || o.JSON && !isTerminal(stderr), stderr)
+		r, err := evalModel(ctx, syn, test, zca, m, o.EvalRuns, o.EvalEpochs, o.Seed, o.Quiet || o.JSON && !isTerminal(stderr), stderr)
 		if err != nil {
 			return err
 		}
@@ -166,4 +195,9 @@ func roundAll(v []float64) []float64 {
 		out[i] = math.Round(x*1e4) / 1e4
 	}
 	return out
+}
+
+func fileExists(path string) bool {
+	_, err := os.Stat(path)
+	return err == nil
 }
