@@ -31,9 +31,13 @@ type DistillOptions struct {
 	EvalModels       []string
 	EvalRuns         int
 	EvalEpochs       int
-	Seed             uint64
-	Resume           bool
-	CheckpointEvery  int
+	// EvalLR is the evaluation models' learning rate (0: the learned step
+	// size of mtt/ftd/tesla/dd, as their reference code evaluates, else
+	// 0.01).
+	EvalLR          float64
+	Seed            uint64
+	Resume          bool
+	CheckpointEvery int
 	// Method hyper-parameters (0 or "": the method's reference value).
 	Model         string
 	BatchReal     int
@@ -142,6 +146,7 @@ A run that diverges stops with an error and keeps its last good checkpoint.`,
 	f.StringSliceVar(&o.EvalModels, "eval-models", []string{"convnet"}, "models to evaluate on the synthetic set, comma-separated ("+strings.Join(nn.ModelNames(), ", ")+")")
 	f.IntVar(&o.EvalRuns, "eval-runs", 5, "models trained per evaluation (0: no evaluation)")
 	f.IntVar(&o.EvalEpochs, "eval-epochs", 0, "training epochs per evaluation model (0: 1000 for mnist, 300 otherwise, as in the papers)")
+	f.Float64Var(&o.EvalLR, "eval-lr", 0, "learning rate of the evaluation models (0: the learned step size for mtt/ftd/tesla/dd/sldd/ld, as their reference code evaluates; 0.01 otherwise)")
 	f.Uint64Var(&o.Seed, "seed", 1, "random seed (the whole run is reproducible from it)")
 	f.BoolVar(&o.Resume, "resume", false, "continue from DIR/checkpoint.npz")
 	f.IntVar(&o.CheckpointEvery, "checkpoint-every", 50, "write DIR/checkpoint.npz every K iterations")
@@ -195,6 +200,7 @@ type EvalRecord struct {
 	Model     string    `json:"model"`
 	Runs      int       `json:"runs"`
 	Epochs    int       `json:"epochs"`
+	LR        float64   `json:"lr"`
 	Mean      float64   `json:"acc_mean"`
 	Std       float64   `json:"acc_std"`
 	Accs      []float64 `json:"accs"`
@@ -222,7 +228,10 @@ type DistillReport struct {
 }
 
 // validateEvalFlags checks the evaluation flags shared by distill and eval.
-func validateEvalFlags(models []string, runs, epochs int, shape []int, classes int) error {
+func validateEvalFlags(models []string, runs, epochs int, lr float64, shape []int, classes int) error {
+	if !(lr >= 0) || math.IsInf(lr, 0) {
+		return usagef("--eval-lr %g must be a non-negative number (0: the default)", lr)
+	}
 	if runs < 0 {
 		return usagef("--eval-runs %d must not be negative", runs)
 	}
@@ -281,7 +290,7 @@ func RunDistill(ctx context.Context, o *DistillOptions, stdout, stderr io.Writer
 		o.EvalEpochs = distill.DefaultEvalEpochs(o.Dataset)
 	}
 	shape := []int{info.Channels, info.Height, info.Width}
-	if err := validateEvalFlags(o.EvalModels, o.EvalRuns, o.EvalEpochs, shape, info.Classes); err != nil {
+	if err := validateEvalFlags(o.EvalModels, o.EvalRuns, o.EvalEpochs, o.EvalLR, shape, info.Classes); err != nil {
 		return err
 	}
 	cfg := distill.Config{Method: o.Method, IPC: o.IPC, Seed: o.Seed, Model: o.Model, BatchReal: o.BatchReal,
@@ -360,8 +369,12 @@ func RunDistill(ctx context.Context, o *DistillOptions, stdout, stderr io.Writer
 		rep.TestImages = test.Len()
 	}
 	evaluate := func(it int, syn *distill.SyntheticSet) error {
+		lr := o.EvalLR
+		if s, ok := d.(interface{ StepSize() float64 }); ok && lr == 0 {
+			lr = s.StepSize()
+		}
 		for _, m := range o.EvalModels {
-			r, err := evalModel(ctx, syn, test, zca, m, o.EvalRuns, o.EvalEpochs, o.Seed, o.Quiet, stderr)
+			r, err := evalModel(ctx, syn, test, zca, m, o.EvalRuns, o.EvalEpochs, lr, o.Seed, o.Quiet, stderr)
 			if err != nil {
 				return err
 			}
@@ -476,11 +489,14 @@ func RunDistill(ctx context.Context, o *DistillOptions, stdout, stderr io.Writer
 
 // evalModel trains runs fresh models on syn (in the normalized space) and
 // tests them on test, with a progress display; with zca, both are
-// whitened first.
-func evalModel(ctx context.Context, syn *distill.SyntheticSet, test *data.Dataset, zca *distill.ZCA, model string, runs, epochs int, seed uint64, quiet bool, stderr io.Writer) (EvalRecord, error) {
+// whitened first. lr 0 selects the protocol's default.
+func evalModel(ctx context.Context, syn *distill.SyntheticSet, test *data.Dataset, zca *distill.ZCA, model string, runs, epochs int, lr float64, seed uint64, quiet bool, stderr io.Writer) (EvalRecord, error) {
 	t0 := time.Now()
 	cfg := distill.DefaultEvalConfig(test.Name)
 	cfg.Model, cfg.Runs, cfg.Epochs, cfg.Seed, cfg.Context, cfg.ZCA = model, runs, epochs, seed, ctx, zca
+	if lr > 0 {
+		cfg.LR = lr
+	}
 	bar := newProgress(stderr, "eval "+model, runs*epochs, quiet)
 	cfg.Progress = func(run int, p nn.Progress) {
 		if p.EpochDone {
@@ -495,7 +511,7 @@ func evalModel(ctx context.Context, syn *distill.SyntheticSet, test *data.Datase
 		}
 		return EvalRecord{}, err
 	}
-	return EvalRecord{Model: model, Runs: runs, Epochs: epochs, Mean: mean, Std: std, Accs: accs, WallS: time.Since(t0).Seconds()}, nil
+	return EvalRecord{Model: model, Runs: runs, Epochs: epochs, LR: cfg.LR, Mean: mean, Std: std, Accs: accs, WallS: time.Since(t0).Seconds()}, nil
 }
 
 // BufferOptions are the flags of `fedsim distill buffer`.

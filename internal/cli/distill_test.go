@@ -78,6 +78,11 @@ func TestDistillCommandWritesOutputs(t *testing.T) {
 		if rep.Method != method || rep.IPC != o.IPC || rep.Seed != 1 || rep.WallS <= 0 {
 			t.Errorf("%s: report %+v", method, rep)
 		}
+		for _, e := range rep.Evals {
+			if e.LR != 0.01 {
+				t.Errorf("%s: evaluated at lr %g, want the protocol's 0.01", method, e.LR)
+			}
+		}
 		last := rep.Evals[len(rep.Evals)-1]
 		if last.Runs != 2 || len(last.Accs) != 2 || last.Mean < 0 || last.Mean > 1 || last.Model != "convnet-w8" {
 			t.Errorf("%s: final evaluation %+v", method, last)
@@ -203,6 +208,8 @@ func TestDistillAndEvalBadInput(t *testing.T) {
 		{[]string{"distill", "--ipc", "60", "--train-limit", "300", "--out", out, "--eval-runs", "0"}, 2, "--ipc 60 is more than class"},
 		{[]string{"distill", "--eval-models", "transformer", "--out", out}, 2, "transformer"},
 		{[]string{"distill", "--init", "zeros", "--out", out}, 2, `initialisation "zeros"`},
+		{[]string{"distill", "--eval-lr", "-1", "--out", out}, 2, "--eval-lr -1"},
+		{[]string{"distill", "--zca-reg", "0.5", "--out", out}, 2, "--zca-reg 0.5 needs --zca"},
 		{[]string{"eval"}, 2, "--synthetic is required"},
 		{[]string{"eval", "--synthetic", nanPath}, 2, "non-finite"},
 		{[]string{"eval", "--synthetic", dtypePath}, 2, `"x" has dtype float64, want float32`},
@@ -248,6 +255,16 @@ func TestDistillBufferAndTrajectoryMatching(t *testing.T) {
 		}
 		if (syn.YSoft != nil) != (method == "tesla") {
 			t.Errorf("%s: soft labels %v", method, syn.YSoft != nil)
+		}
+		// The evaluation trains at the learned step size, as MTT's
+		// distill.py does.
+		var rep DistillReport
+		b, _ := os.ReadFile(filepath.Join(o.Out, "report.json"))
+		if err := json.Unmarshal(b, &rep); err != nil || len(rep.Evals) == 0 {
+			t.Fatalf("%s: report.json: %v", method, err)
+		}
+		if e := rep.Evals[len(rep.Evals)-1]; rep.StepSize <= 0 || e.LR != rep.StepSize {
+			t.Errorf("%s: evaluated at lr %g, want the learned step size %g", method, e.LR, rep.StepSize)
 		}
 	}
 	// Without a buffer, or with one for another model, the run stops early.

@@ -25,8 +25,12 @@ type EvalOptions struct {
 	EvalModels []string
 	EvalRuns   int
 	EvalEpochs int
-	Seed       uint64
-	TestLimit  int
+	// EvalLR is the models' learning rate (0: 0.01); pass a trajectory-
+	// matching set's learned step size (report.json's learned_step_size)
+	// to evaluate it as MTT does.
+	EvalLR    float64
+	Seed      uint64
+	TestLimit int
 	// ZCA is the ZCA transform the set was distilled with ("": zca.npz
 	// beside Synthetic if there is one; "none": no whitening).
 	ZCA   string
@@ -71,6 +75,7 @@ the file (or --zca PATH; --zca none turns it off).`,
 	f.StringSliceVar(&o.EvalModels, "eval-models", []string{"convnet"}, "models to train, comma-separated")
 	f.IntVar(&o.EvalRuns, "eval-runs", 5, "models trained per architecture")
 	f.IntVar(&o.EvalEpochs, "eval-epochs", 0, "training epochs per model (0: 1000 for mnist, 300 otherwise)")
+	f.Float64Var(&o.EvalLR, "eval-lr", 0, "learning rate of the models (0: 0.01; for mtt/ftd/tesla sets, report.json's learned_step_size evaluates as their reference code does)")
 	f.Uint64Var(&o.Seed, "seed", 1, "random seed")
 	f.IntVar(&o.TestLimit, "test-limit", 0, "test on only the first N test images (0: all)")
 	f.StringVar(&o.ZCA, "zca", "", "ZCA transform of a set distilled with --zca (default: zca.npz beside --synthetic if present; none: off)")
@@ -135,7 +140,7 @@ func RunEval(ctx context.Context, o *EvalOptions, stdout, stderr io.Writer) erro
 	if o.EvalEpochs == 0 {
 		o.EvalEpochs = distill.DefaultEvalEpochs(o.Dataset)
 	}
-	if err := validateEvalFlags(o.EvalModels, o.EvalRuns, o.EvalEpochs, []int{info.Channels, info.Height, info.Width}, info.Classes); err != nil {
+	if err := validateEvalFlags(o.EvalModels, o.EvalRuns, o.EvalEpochs, o.EvalLR, []int{info.Channels, info.Height, info.Width}, info.Classes); err != nil {
 		return err
 	}
 	test, err := data.Load(o.Dataset, "test", o.DataDir)
@@ -174,7 +179,7 @@ func RunEval(ctx context.Context, o *EvalOptions, stdout, stderr io.Writer) erro
 		}
 	}
 	for _, m := range o.EvalModels {
-		r, err := evalModel(ctx, syn, test, zca, m, o.EvalRuns, o.EvalEpochs, o.Seed, o.Quiet || o.JSON && !isTerminal(stderr), stderr)
+		r, err := evalModel(ctx, syn, test, zca, m, o.EvalRuns, o.EvalEpochs, o.EvalLR, o.Seed, o.Quiet || o.JSON && !isTerminal(stderr), stderr)
 		if err != nil {
 			return err
 		}
