@@ -46,14 +46,7 @@ func ArcJ1[T Float](c *ag.Var[T]) *ag.Var[T] {
 	if tp.Err() != nil {
 		return c
 	}
-	out := tp.AllocUninit(c.Value.Shape...)
-	src := c.Value.Data
-	parallel.For(len(src), 4096, func(lo, hi int) {
-		for i := lo; i < hi; i++ {
-			x := math.Max(-1, math.Min(1, float64(src[i])))
-			out.Data[i] = T((math.Sqrt(1-x*x) + (math.Pi-math.Acos(x))*x) / math.Pi)
-		}
-	})
+	out := mapClamped(tp, c, func(x float64) float64 { return (math.Sqrt(1-x*x) + (math.Pi-math.Acos(x))*x) / math.Pi })
 	return tp.Record(out, []*ag.Var[T]{c}, func(g *ag.Var[T], _ []bool) []*ag.Var[T] {
 		return []*ag.Var[T]{ag.Mul(g, ArcJ0(c))}
 	})
@@ -69,16 +62,10 @@ func ArcJ0[T Float](c *ag.Var[T]) *ag.Var[T] {
 	if tp.Err() != nil {
 		return c
 	}
-	out := tp.AllocUninit(c.Value.Shape...)
-	src := c.Value.Data
-	parallel.For(len(src), 4096, func(lo, hi int) {
-		for i := lo; i < hi; i++ {
-			x := math.Max(-1, math.Min(1, float64(src[i])))
-			out.Data[i] = T((math.Pi - math.Acos(x)) / math.Pi)
-		}
-	})
+	out := mapClamped(tp, c, func(x float64) float64 { return (math.Pi - math.Acos(x)) / math.Pi })
 	return tp.Record(out, []*ag.Var[T]{c}, func(g *ag.Var[T], _ []bool) []*ag.Var[T] {
 		lim := clampLimit[T]()
+		src := c.Value.Data
 		mask := tp.AllocUninit(c.Value.Shape...)
 		parallel.For(len(src), 4096, func(lo, hi int) {
 			for i := lo; i < hi; i++ {
@@ -182,4 +169,17 @@ func cholSolve(l []float64, n int, b []float64) {
 		}
 		b[i] = s / l[i*n+i]
 	}
+}
+
+// mapClamped returns f(clamp(c, −1, 1)) element-wise in a tape buffer,
+// computed in float64 (the arc-cosine kernels' forward values).
+func mapClamped[T Float](tp *ag.Tape[T], c *ag.Var[T], f func(float64) float64) *tensor.Tensor[T] {
+	out := tp.AllocUninit(c.Value.Shape...)
+	src := c.Value.Data
+	parallel.For(len(src), 4096, func(lo, hi int) {
+		for i := lo; i < hi; i++ {
+			out.Data[i] = T(f(math.Max(-1, math.Min(1, float64(src[i])))))
+		}
+	})
+	return out
 }
