@@ -22,8 +22,10 @@ type Client struct {
 	Data *data.Dataset
 
 	// privacy composes the client's private tasks (the one thing a client
-	// keeps between tasks: its spent budget).
-	privacy *privacy.Accountant
+	// keeps between tasks: its spent budget); privateSteps counts the
+	// steps it holds.
+	privacy      *privacy.Accountant
+	privateSteps int
 }
 
 // New returns client id holding data (which it does not modify).

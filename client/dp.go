@@ -26,6 +26,12 @@ type DPTask struct {
 	// Budget is the ε the client may spend in all (0: no limit): a task
 	// that would take the client past it is refused before any work.
 	Budget float64 `json:"budget,omitempty"`
+	// PriorSteps is the number of steps of this mechanism that earlier
+	// tasks of the run asked of this client (the server's ledger). A client
+	// whose accountant holds fewer — one rebuilt after the server resumed
+	// from a checkpoint, or hosted by a restarted worker — charges the
+	// difference before anything else, so a budget holds across restarts.
+	PriorSteps int `json:"prior_steps,omitempty"`
 }
 
 // distillConfig is the distill package's view of the settings (nil for
@@ -54,14 +60,26 @@ func (c *Client) spendPrivacy(t *Task) error {
 	if !(d.Delta > 0 && d.Delta < 1) || !(d.Budget >= 0) || math.IsInf(d.Budget, 0) {
 		return fmt.Errorf("private task: δ = %g must be in (0, 1) and the budget ε = %g finite and not negative", d.Delta, d.Budget)
 	}
-	if t.Iterations < 1 {
-		return nil
+	if d.PriorSteps < 0 {
+		return fmt.Errorf("private task: prior steps %d must not be negative", d.PriorSteps)
 	}
 	if c.privacy == nil {
 		c.privacy = privacy.NewAccountant(privacy.Config{})
 	}
+	if missing := d.PriorSteps - c.privateSteps; missing > 0 {
+		if err := c.ChargePrivacy(d.SampleRate, d.Noise, missing); err != nil {
+			return err
+		}
+	}
+	if t.Iterations < 1 {
+		return nil
+	}
 	if d.Budget == 0 {
-		return c.privacy.Add(d.SampleRate, d.Noise, t.Iterations)
+		if err := c.privacy.Add(d.SampleRate, d.Noise, t.Iterations); err != nil {
+			return err
+		}
+		c.privateSteps += t.Iterations
+		return nil
 	}
 	ok, err := c.privacy.TryAdd(d.SampleRate, d.Noise, t.Iterations, d.Delta, d.Budget)
 	if err != nil {
@@ -72,18 +90,22 @@ func (c *Client) spendPrivacy(t *Task) error {
 		after, _, _ := c.privacy.SpentAfter(d.SampleRate, d.Noise, t.Iterations, d.Delta)
 		return fmt.Errorf("privacy budget: refusing the task: it would take ε from %.4g to %.4g, over the budget ε = %g at δ = %g", spent, after, d.Budget, d.Delta)
 	}
+	c.privateSteps += t.Iterations
 	return nil
 }
 
 // ChargePrivacy records steps of the sampled Gaussian mechanism (q, sigma)
-// that the client spent before this process started (a resumed run
-// re-charges the private tasks its clients did before the checkpoint, so
-// that budgets hold across a resume).
+// that the client spent before this process started. Private tasks do it
+// themselves from DPTask.PriorSteps.
 func (c *Client) ChargePrivacy(q, sigma float64, steps int) error {
 	if c.privacy == nil {
 		c.privacy = privacy.NewAccountant(privacy.Config{})
 	}
-	return c.privacy.Add(q, sigma, steps)
+	if err := c.privacy.Add(q, sigma, steps); err != nil {
+		return err
+	}
+	c.privateSteps += steps
+	return nil
 }
 
 // Spent returns the ε the client has spent at δ.

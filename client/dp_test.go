@@ -89,3 +89,37 @@ func TestChargePrivacy(t *testing.T) {
 		t.Fatalf("a task past the budget after a charge: %+v", r)
 	}
 }
+
+// A client rebuilt after a restart (no steps in its accountant) charges the
+// steps the server's ledger says earlier tasks asked of it: its ε and its
+// budget are those of the client that never restarted.
+func TestPriorStepsRestoreTheBudget(t *testing.T) {
+	dp := DPTask{SampleRate: 0.5, Clip: 1, Noise: 1, Delta: 1e-5}
+	task := func(prior int, budget float64) *Task {
+		d := dp
+		d.PriorSteps, d.Budget = prior, budget
+		return &Task{Round: 2, Client: 4, Kind: KindDistill, Method: MethodDM, Nets: NetsRandom, Seed: 1, Model: "convnet-w4", Dataset: "mnist",
+			IPC: 1, Iterations: 2, BatchReal: 4, DP: &d}
+	}
+	lived, restarted := testClient(t), testClient(t)
+	if r := lived.Handle(context.Background(), task(0, 0)); r.Status != StatusOK {
+		t.Fatal(r.Error)
+	}
+	a := lived.Handle(context.Background(), task(2, 0))
+	b := restarted.Handle(context.Background(), task(2, 0))
+	if a.Status != StatusOK || b.Status != StatusOK || a.Epsilon != b.Epsilon || a.Epsilon == 0 {
+		t.Fatalf("ε after 4 steps: lived %g (%s), restarted %g (%s): want equal and positive", a.Epsilon, a.Error, b.Epsilon, b.Error)
+	}
+	want, _, _ := privacy.Epsilon(0.5, 1, 4, 1e-5)
+	if math.Abs(b.Epsilon-want) > 1e-9*want {
+		t.Fatalf("restarted client spent %g, want %g (4 steps)", b.Epsilon, want)
+	}
+	// The ledger is not charged twice, and it counts against the budget.
+	fresh := testClient(t)
+	if r := fresh.Handle(context.Background(), task(4, 1.01*want)); r.Status != StatusFailed || !strings.Contains(r.Error, "privacy budget") {
+		t.Fatalf("a task past the budget once 4 prior steps are charged: %+v", r)
+	}
+	if r := restarted.Handle(context.Background(), task(-1, 0)); r.Status != StatusFailed || !strings.Contains(r.Error, "prior steps -1") {
+		t.Fatalf("negative prior steps: %+v", r)
+	}
+}

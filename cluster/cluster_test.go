@@ -14,6 +14,7 @@ import (
 
 	"github.com/fedsim/fedsim/client"
 	"github.com/fedsim/fedsim/federation"
+	"github.com/fedsim/fedsim/federation/membership"
 	"github.com/fedsim/fedsim/federation/rpc"
 	"github.com/fedsim/fedsim/sim"
 )
@@ -211,7 +212,7 @@ func TestJoinNeedsTheGossipKey(t *testing.T) {
 	defer coord.Close()
 	for name, k := range map[string][]byte{"no key": nil, "wrong key": []byte("fedcba9876543210fedcba9876543210")} {
 		var got []byte
-		n, err := StartNode(NodeConfig{Name: "intruder-" + strings.ReplaceAll(name, " ", "-"), Bind: "127.0.0.1:0", Key: k, Insecure: k == nil,
+		n, err := membership.StartNode(membership.NodeConfig{Name: "intruder-" + strings.ReplaceAll(name, " ", "-"), Bind: "127.0.0.1:0", Key: k, Insecure: k == nil,
 			OnState: func(b []byte) { got = b }})
 		if err != nil {
 			t.Fatal(err)
@@ -230,17 +231,17 @@ func TestJoinNeedsTheGossipKey(t *testing.T) {
 }
 
 func TestInsecureOnlyOnLoopback(t *testing.T) {
-	if err := CheckInsecure(true, "127.0.0.1:7946", "[::1]:1", "localhost:80"); err != nil {
+	if err := membership.CheckInsecure(true, "127.0.0.1:7946", "[::1]:1", "localhost:80"); err != nil {
 		t.Fatal(err)
 	}
-	err := CheckInsecure(true, "127.0.0.1:1", "10.1.2.3:7946")
+	err := membership.CheckInsecure(true, "127.0.0.1:1", "10.1.2.3:7946")
 	if err == nil || !strings.Contains(err.Error(), "10.1.2.3") || !strings.Contains(err.Error(), "fedsim certs") {
 		t.Fatalf("error %v: want a refusal naming the address and the fix", err)
 	}
-	if _, err := StartNode(NodeConfig{Name: "x", Bind: "0.0.0.0:0", Insecure: true}); err == nil {
+	if _, err := membership.StartNode(membership.NodeConfig{Name: "x", Bind: "0.0.0.0:0", Insecure: true}); err == nil {
 		t.Fatal("insecure node bound to every interface")
 	}
-	if _, err := StartNode(NodeConfig{Name: "x", Bind: "127.0.0.1:0"}); err == nil || !strings.Contains(err.Error(), "no gossip key") {
+	if _, err := membership.StartNode(membership.NodeConfig{Name: "x", Bind: "127.0.0.1:0"}); err == nil || !strings.Contains(err.Error(), "no gossip key") {
 		t.Fatalf("node without key or --insecure: %v", err)
 	}
 }

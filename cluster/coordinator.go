@@ -1,3 +1,15 @@
+// Package cluster runs fedsim as a multi-process cluster: a coordinator
+// (the server role) and workers that host simulated clients. Membership is
+// hashicorp/memberlist gossip, encrypted with a shared key (package
+// federation/membership): each node's metadata carries its role, its gRPC
+// address and its capacity (slots), and join, leave and failure events
+// decide which worker hosts which client (membership.Assign). Tasks and
+// results travel over gRPC with mutual TLS (package federation/rpc).
+// Workers need nothing but the coordinator's address and the credentials:
+// the run's configuration reaches them with memberlist's state exchange on
+// join, and they load the data and cut the partition from it exactly as the
+// coordinator does (sim.Prepare), so any worker can host any client and a
+// cluster run gives the in-process run's results.
 package cluster
 
 import (
@@ -11,6 +23,7 @@ import (
 	"time"
 
 	"github.com/fedsim/fedsim/federation"
+	"github.com/fedsim/fedsim/federation/membership"
 	"github.com/fedsim/fedsim/federation/rpc"
 	"github.com/fedsim/fedsim/sim"
 )
@@ -65,8 +78,8 @@ type CoordinatorConfig struct {
 // worker hosting the client.
 type Coordinator struct {
 	cfg  CoordinatorConfig
-	node *Node
-	dir  *Directory
+	node *membership.Node
+	dir  *membership.Directory
 	tr   *rpc.Transport
 }
 
@@ -85,9 +98,9 @@ func StartCoordinator(cfg CoordinatorConfig) (*Coordinator, error) {
 	if err != nil {
 		return nil, err
 	}
-	c := &Coordinator{cfg: cfg, dir: NewDirectory(cfg.Run.Clients, 0)}
-	c.node, err = StartNode(NodeConfig{Name: cfg.Name, Bind: cfg.Bind, Key: cfg.Key, Insecure: cfg.Insecure,
-		Meta: Meta{Role: RoleServer}, State: state, OnEvent: c.onEvent, Log: cfg.Log})
+	c := &Coordinator{cfg: cfg, dir: membership.NewDirectory(cfg.Run.Clients, 0)}
+	c.node, err = membership.StartNode(membership.NodeConfig{Name: cfg.Name, Bind: cfg.Bind, Key: cfg.Key, Insecure: cfg.Insecure,
+		Meta: membership.Meta{Role: membership.RoleServer}, State: state, OnEvent: c.onEvent, Log: cfg.Log})
 	if err != nil {
 		return nil, err
 	}
@@ -100,8 +113,8 @@ func (c *Coordinator) logf(format string, args ...any) {
 	}
 }
 
-func (c *Coordinator) onEvent(ev Event) {
-	if ev.Meta.Role != RoleWorker {
+func (c *Coordinator) onEvent(ev membership.Event) {
+	if ev.Meta.Role != membership.RoleWorker {
 		return
 	}
 	if ev.Kind == "leave" || !ev.Meta.Ready || ev.Meta.Slots < 1 {
@@ -113,7 +126,7 @@ func (c *Coordinator) onEvent(ev Event) {
 	}
 	if c.cfg.Insecure {
 		host, _, err := net.SplitHostPort(ev.Meta.GRPC)
-		if err != nil || !IsLoopback(host) {
+		if err != nil || !membership.IsLoopback(host) {
 			c.logf("cluster: ignoring worker %s: its gRPC address %q is not loopback, and plain text (--insecure) is allowed on loopback only", ev.Name, ev.Meta.GRPC)
 			return
 		}
@@ -125,17 +138,17 @@ func (c *Coordinator) onEvent(ev Event) {
 	if !known {
 		c.logf("cluster: worker %s ready at %s with %d slots", ev.Name, ev.Meta.GRPC, ev.Meta.Slots)
 	}
-	c.dir.Put(Member{Name: ev.Name, Addr: ev.Meta.GRPC, Slots: ev.Meta.Slots})
+	c.dir.Put(membership.Member{Name: ev.Name, Addr: ev.Meta.GRPC, Slots: ev.Meta.Slots})
 }
 
 // Addr is the gossip address workers join.
 func (c *Coordinator) Addr() string { return c.node.Addr() }
 
 // Directory returns the client-to-worker directory.
-func (c *Coordinator) Directory() *Directory { return c.dir }
+func (c *Coordinator) Directory() *membership.Directory { return c.dir }
 
 // Workers returns the ready workers.
-func (c *Coordinator) Workers() []Member { return c.dir.Members() }
+func (c *Coordinator) Workers() []membership.Member { return c.dir.Members() }
 
 // WaitWorkers waits until n workers are ready.
 func (c *Coordinator) WaitWorkers(ctx context.Context, n int) error {

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/fedsim/fedsim/federation"
+	"github.com/fedsim/fedsim/federation/membership"
 	"github.com/fedsim/fedsim/federation/rpc"
 	"github.com/fedsim/fedsim/sim"
 )
@@ -111,7 +112,7 @@ func RunWorker(ctx context.Context, cfg WorkerConfig) error {
 	case cfg.TLS == nil && !cfg.Insecure:
 		return errors.New("cluster: the worker needs TLS credentials (fedsim certs), or --insecure on loopback")
 	}
-	if err := CheckInsecure(cfg.Insecure, cfg.Join, cfg.Bind, cfg.GRPC); err != nil {
+	if err := membership.CheckInsecure(cfg.Insecure, cfg.Join, cfg.Bind, cfg.GRPC); err != nil {
 		return err
 	}
 	lis, err := net.Listen("tcp", cfg.GRPC)
@@ -123,8 +124,8 @@ func RunWorker(ctx context.Context, cfg WorkerConfig) error {
 
 	states := make(chan []byte, 1)
 	serverUp := make(chan bool, 1)
-	node, err := StartNode(NodeConfig{Name: cfg.Name, Bind: cfg.Bind, Key: cfg.Key, Insecure: cfg.Insecure,
-		Meta: Meta{Role: RoleWorker, GRPC: grpcAddr, Slots: cfg.Slots}, Log: cfg.Log,
+	node, err := membership.StartNode(membership.NodeConfig{Name: cfg.Name, Bind: cfg.Bind, Key: cfg.Key, Insecure: cfg.Insecure,
+		Meta: membership.Meta{Role: membership.RoleWorker, GRPC: grpcAddr, Slots: cfg.Slots}, Log: cfg.Log,
 		OnState: func(b []byte) {
 			// Keep only the newest state.
 			select {
@@ -133,8 +134,8 @@ func RunWorker(ctx context.Context, cfg WorkerConfig) error {
 			}
 			states <- b
 		},
-		OnEvent: func(ev Event) {
-			if ev.Meta.Role == RoleServer {
+		OnEvent: func(ev membership.Event) {
+			if ev.Meta.Role == membership.RoleServer {
 				select {
 				case <-serverUp:
 				default:
@@ -223,7 +224,7 @@ func RunWorker(ctx context.Context, cfg WorkerConfig) error {
 		node.Close()
 		gs.Stop(2 * time.Second)
 	}()
-	if err := node.SetMeta(Meta{Role: RoleWorker, GRPC: grpcAddr, Slots: cfg.Slots, Ready: true}); err != nil {
+	if err := node.SetMeta(membership.Meta{Role: membership.RoleWorker, GRPC: grpcAddr, Slots: cfg.Slots, Ready: true}); err != nil {
 		logf("cluster: announcing readiness: %v", err)
 	}
 	logf("cluster: worker %s serving %d slots at %s", cfg.Name, cfg.Slots, grpcAddr)

@@ -25,6 +25,15 @@ type Transport interface {
 	Close() error
 }
 
+// EventCounter is implemented by transports that count the input they
+// rejected and the calls they had to retry (the gRPC transport: results that
+// fail the wire checks, unreachable workers). Events returns the counters
+// since the transport was made, by reason; the simulator writes each round's
+// increase to metrics.jsonl.
+type EventCounter interface {
+	Events() map[string]int64
+}
+
 // Reply is one client's answer to one task frame.
 type Reply struct {
 	From  int

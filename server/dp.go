@@ -133,15 +133,15 @@ func (f *FedAvg) average(round int, global nn.Model[float32], ws []*client.Weigh
 
 // recordPrivacy notes the ε each accepted client reported and returns the
 // round's report over every client heard from (nil without DP).
-func (d *Distill) recordPrivacy(acc []*client.Result) *PrivacyInfo {
+func (d *Distill) recordPrivacy(acc []*client.Result, st *State) *PrivacyInfo {
 	if d.DP == nil {
 		return nil
 	}
-	if d.spent == nil {
-		d.spent = map[int]float64{}
+	if st.Epsilon == nil {
+		st.Epsilon = map[int]float64{}
 	}
 	for _, r := range acc {
-		d.spent[r.Client] = max(d.spent[r.Client], r.Epsilon)
+		st.Epsilon[r.Client] = max(st.Epsilon[r.Client], r.Epsilon)
 	}
-	return newPrivacyInfo(d.DP.Delta, d.spent)
+	return newPrivacyInfo(d.DP.Delta, st.Epsilon)
 }

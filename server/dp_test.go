@@ -82,9 +82,13 @@ func TestDPStrategiesReport(t *testing.T) {
 	if task := d.Task(&State{}, newModel(t)); task.DP != dp {
 		t.Fatal("the distillation task does not carry the DP settings")
 	}
-	p := d.recordPrivacy([]*client.Result{{Client: 1, Epsilon: 2}, {Client: 4, Epsilon: 4}})
-	p = d.recordPrivacy([]*client.Result{{Client: 2, Epsilon: 3}})
+	st := &State{}
+	p := d.recordPrivacy([]*client.Result{{Client: 1, Epsilon: 2}, {Client: 4, Epsilon: 4}}, st)
+	p = d.recordPrivacy([]*client.Result{{Client: 2, Epsilon: 3}}, st)
 	if p.EpsilonMax != 4 || p.EpsilonMean != 3 || len(p.PerClient) != 3 {
 		t.Fatalf("privacy report %+v: want max 4, mean 3 over 3 clients", p)
+	}
+	if len(st.Epsilon) != 3 {
+		t.Fatalf("state's privacy record %v: want 3 clients (checkpoints carry it)", st.Epsilon)
 	}
 }

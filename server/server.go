@@ -100,6 +100,13 @@ type State struct {
 	// ServerSet is the Refiner's synthetic set (DynaFed: distilled from
 	// Trajectory), nil until made.
 	ServerSet *client.Synthetic
+	// PrivateSteps is the ledger of private tasks: the steps of the run's
+	// mechanism the tasks sent so far asked of each client (counted when
+	// sent, since the server cannot know whether a silent client ran its
+	// task). Tasks carry it as DPTask.PriorSteps.
+	PrivateSteps map[int]int
+	// Epsilon is the ε each client reported it had spent, by client id.
+	Epsilon map[int]float64
 }
 
 // Outcome classifies a delivered reply.
@@ -237,6 +244,16 @@ func (s *Server) Restore(st State, global *client.Weights) error {
 			return fmt.Errorf("server: checkpoint server set: %w", err)
 		}
 	}
+	for id, n := range st.PrivateSteps {
+		if id < 0 || id >= s.cfg.Clients || n < 0 {
+			return fmt.Errorf("server: checkpoint privacy ledger: client %d with %d steps (want a client in 0..%d and steps ≥ 0)", id, n, s.cfg.Clients-1)
+		}
+	}
+	for id, eps := range st.Epsilon {
+		if id < 0 || id >= s.cfg.Clients || !(eps >= 0) || math.IsInf(eps, 0) {
+			return fmt.Errorf("server: checkpoint privacy record: client %d with ε = %g (want a client in 0..%d and a finite ε ≥ 0)", id, eps, s.cfg.Clients-1)
+		}
+	}
 	s.st = st
 	return nil
 }
@@ -290,6 +307,15 @@ func (s *Server) StartRound() ([]*client.Task, error) {
 		}
 		if t.Dataset == "" {
 			t.Dataset = s.cfg.Dataset
+		}
+		if t.DP != nil {
+			dp := *t.DP
+			if s.st.PrivateSteps == nil {
+				s.st.PrivateSteps = map[int]int{}
+			}
+			dp.PriorSteps = s.st.PrivateSteps[id]
+			s.st.PrivateSteps[id] += t.Iterations
+			t.DP = &dp
 		}
 		tasks[i] = t
 	}

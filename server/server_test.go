@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"maps"
 	"math"
 	"slices"
 	"strings"
@@ -274,5 +275,40 @@ func TestUnionWeightsAndResample(t *testing.T) {
 	idx := SystematicResample([]float64{1, 1, 2}, 8, 0.5)
 	if !slices.Equal(idx, []int{0, 0, 1, 1, 2, 2, 2, 2}) {
 		t.Fatalf("resample %v", idx)
+	}
+}
+
+// Private tasks carry the ledger of the steps earlier tasks asked of their
+// client (counted at sending, answered or not), and a checkpoint's ledger
+// is checked on restore.
+func TestPrivateStepsLedger(t *testing.T) {
+	dp := &client.DPTask{SampleRate: 0.5, Clip: 1, Noise: 1, Delta: 1e-5}
+	d := &Distill{Method: client.MethodDM, IPC: 1, Iterations: 3, Nets: client.NetsGlobal, Steps: 1, BatchSize: 4, LR: 0.01, DSAStrategy: "none", DP: dp}
+	s := newServer(t, 3, 0.5, d)
+	sent := map[int]int{}
+	for r := 0; r < 4; r++ {
+		tasks, err := s.StartRound()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, tk := range tasks {
+			if tk.DP == nil || tk.DP == dp || tk.DP.PriorSteps != sent[tk.Client] {
+				t.Fatalf("round %d client %d: DP task %+v, want its own copy with %d prior steps", tk.Round, tk.Client, tk.DP, sent[tk.Client])
+			}
+			sent[tk.Client] += tk.Iterations
+		}
+		// Nobody answers: the steps still count.
+		s.Tick()
+		if _, err := s.EndRound(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := s.State().PrivateSteps; !maps.Equal(got, sent) || dp.PriorSteps != 0 {
+		t.Fatalf("ledger %v, want %v (and the strategy's DP task untouched: %d)", got, sent, dp.PriorSteps)
+	}
+	for _, bad := range []State{{PrivateSteps: map[int]int{10: 3}}, {PrivateSteps: map[int]int{1: -1}}, {Epsilon: map[int]float64{2: math.NaN()}}} {
+		if err := s.Restore(bad, client.WeightsOf(s.Global())); err == nil || !strings.Contains(err.Error(), "checkpoint privacy") {
+			t.Errorf("restore of %+v: %v, want a privacy ledger error", bad, err)
+		}
 	}
 }

@@ -140,9 +140,8 @@ type Distill struct {
 	// Seed seeds the server's training (with the round).
 	Seed uint64
 	// DP, if set, makes the clients' distillation private (example-level
-	// DP, client.DPTask); spent holds the ε each client reported.
-	DP    *client.DPTask
-	spent map[int]float64
+	// DP, client.DPTask); State.Epsilon holds the ε each client reported.
+	DP *client.DPTask
 }
 
 // Name implements Strategy.
@@ -181,7 +180,7 @@ func (d *Distill) Aggregate(ctx context.Context, round int, global nn.Model[floa
 		}
 		st.Held[r.Client] = r.Synthetic
 	}
-	info.Privacy = d.recordPrivacy(acc)
+	info.Privacy = d.recordPrivacy(acc, st)
 	if len(acc) == 0 || len(st.Held) == 0 {
 		return info, nil
 	}

@@ -37,7 +37,11 @@ type Metrics struct {
 	ClientsOffline  int     `json:"clients_offline"`
 	SyntheticImages int     `json:"synthetic_images,omitempty"`
 	TrainLoss       float64 `json:"train_loss"`
-	WallS           float64 `json:"wall_s"`
+	// TransportEvents counts, by reason, what the transport rejected or
+	// retried during the round (a cluster's malformed or unexpected results,
+	// unreachable workers); empty in process.
+	TransportEvents map[string]int64 `json:"transport_events,omitempty"`
+	WallS           float64          `json:"wall_s"`
 	// EpsilonMax and EpsilonMean are the ε spent so far at the run's
 	// dp_delta by the clients heard from (differentially private runs);
 	// EpsilonClients is each one's, by client id.
@@ -180,6 +184,9 @@ type checkpointMeta struct {
 	Metrics  []Metrics       `json:"metrics"`
 	Failures []ClientFailure `json:"failures"`
 	WallS    float64         `json:"wall_s"`
+	// The server's privacy ledger and record (server.State).
+	PrivateSteps map[int]int     `json:"private_steps,omitempty"`
+	Epsilon      map[int]float64 `json:"epsilon,omitempty"`
 }
 
 // ReadCheckpointConfig returns the configuration saved in dir's checkpoint
@@ -279,7 +286,8 @@ func Run(ctx context.Context, cfg Config, opt Options) (*Summary, error) {
 		resumed  int
 	)
 	if meta != nil {
-		st := server.State{Rounds: meta.Rounds, Held: snap.Synthetic, Trajectory: snap.Trajectory, ServerSet: snap.ServerSet}
+		st := server.State{Rounds: meta.Rounds, Held: snap.Synthetic, Trajectory: snap.Trajectory, ServerSet: snap.ServerSet,
+			PrivateSteps: meta.PrivateSteps, Epsilon: meta.Epsilon}
 		if err := srv.Restore(st, snap.Global); err != nil {
 			return nil, err
 		}
@@ -313,10 +321,12 @@ func Run(ctx context.Context, cfg Config, opt Options) (*Summary, error) {
 		if err := ctx.Err(); err != nil {
 			return nil, fmt.Errorf("sim: stopped after round %d (the checkpoint in %s resumes it): %w", srv.Rounds(), cfg.Out, err)
 		}
+		before := transportEvents(tr)
 		m, fails, err := runRound(ctx, cfg, srv, tr, opt)
 		if err != nil {
 			return nil, err
 		}
+		m.TransportEvents = eventsSince(before, transportEvents(tr))
 		failures = append(failures, fails...)
 		acc, loss, err := nn.Evaluate(srv.Global(), test.X, test.Y, 500)
 		if err != nil {
@@ -501,3 +511,26 @@ func runRound(ctx context.Context, cfg Config, srv *server.Server, tr federation
 }
 
 func clientWeights(srv *server.Server) *client.Weights { return client.WeightsOf(srv.Global()) }
+
+// transportEvents returns tr's event counters, or nil if it keeps none.
+func transportEvents(tr federation.Transport) map[string]int64 {
+	if c, ok := tr.(federation.EventCounter); ok {
+		return c.Events()
+	}
+	return nil
+}
+
+// eventsSince returns the counters that grew from before to now, by how
+// much (nil if none did).
+func eventsSince(before, now map[string]int64) map[string]int64 {
+	var d map[string]int64
+	for k, v := range now {
+		if n := v - before[k]; n > 0 {
+			if d == nil {
+				d = map[string]int64{}
+			}
+			d[k] = n
+		}
+	}
+	return d
+}

@@ -127,11 +127,16 @@ func TestSameSeedSameMetrics(t *testing.T) {
 }
 
 func TestResumeEqualsUninterrupted(t *testing.T) {
-	for _, strategy := range []string{"oneshot", "fedavg", "dynafed"} {
+	for _, strategy := range []string{"oneshot", "fedavg", "dynafed", "feddm-dp"} {
 		t.Run(strategy, func(t *testing.T) {
 			full, part := t.TempDir(), t.TempDir()
 			cfg := tiny(t, full)
 			switch strategy {
+			case "feddm-dp":
+				// Private distillation every round: the clients' spent ε
+				// (metrics' epsilon_clients) must continue across the
+				// resume, not restart from zero.
+				cfg.Strategy, cfg.DPNoise, cfg.DPClip, cfg.DPSampleRate, cfg.Fraction = "feddm", 1, 1, 0.5, 0.5
 			case "fedavg":
 				cfg.Distill = "none"
 			case "dynafed":

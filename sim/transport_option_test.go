@@ -2,7 +2,11 @@ package sim
 
 import (
 	"context"
+	"encoding/json"
+	"os"
+	"path/filepath"
 	"reflect"
+	"strings"
 	"sync/atomic"
 	"testing"
 
@@ -24,6 +28,48 @@ func (c countingTransport) Send(ctx context.Context, to int, f []byte) error {
 func (c countingTransport) Close() error {
 	c.closes.Add(1)
 	return c.Transport.Close()
+}
+
+// eventTransport counts its sends as events, as the gRPC transport counts
+// rejected results.
+type eventTransport struct{ countingTransport }
+
+func (e eventTransport) Events() map[string]int64 {
+	return map[string]int64{"sent": int64(e.sends.Load()), "never": 0}
+}
+
+// A transport's event counters reach metrics.jsonl as each round's increase.
+func TestTransportEventsInMetrics(t *testing.T) {
+	dir := t.TempDir()
+	var sends, closes atomic.Int32
+	run(t, tiny(t, dir), Options{Transport: func(hs map[int]federation.Handler) (federation.Transport, error) {
+		return eventTransport{countingTransport{inproc.New(hs, 1), &sends, &closes}}, nil
+	}})
+	b, err := os.ReadFile(filepath.Join(dir, MetricsFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ms []Metrics
+	for _, line := range strings.Split(strings.TrimSpace(string(b)), "\n") {
+		var m Metrics
+		if err := json.Unmarshal([]byte(line), &m); err != nil {
+			t.Fatal(err)
+		}
+		ms = append(ms, m)
+	}
+	if len(ms) != 2 {
+		t.Fatalf("%d rounds of metrics, want 2", len(ms))
+	}
+	var total int64
+	for _, m := range ms {
+		if _, ok := m.TransportEvents["never"]; ok || m.TransportEvents["sent"] != int64(m.ClientsSampled) {
+			t.Errorf("round %d: transport events %v, want sent = %d clients sampled and no zero entries", m.Round, m.TransportEvents, m.ClientsSampled)
+		}
+		total += m.TransportEvents["sent"]
+	}
+	if total != int64(sends.Load()) {
+		t.Errorf("events add up to %d, the transport sent %d", total, sends.Load())
+	}
 }
 
 // Options.Transport replaces the in-process transport (the cluster's

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"slices"
+	"sync"
 	"testing"
 	"time"
 
@@ -157,6 +158,86 @@ func tcpFactory(t *testing.T, n int) federation.Transport {
 	return tr
 }
 
+// slotDirectory is a minimal SlotDirectory: the addresses of a
+// StaticDirectory with one slot each; a lookup takes a free slot (any
+// address) and waits while none is free.
+type slotDirectory struct {
+	addrs []string
+	mu    sync.Mutex
+	cond  *sync.Cond
+	busy  map[string]int
+}
+
+var _ SlotDirectory = (*slotDirectory)(nil)
+
+func (d *slotDirectory) Lookup(ctx context.Context, id int) (string, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for {
+		for k := range d.addrs {
+			if a := d.addrs[(id+k)%len(d.addrs)]; d.busy[a] == 0 {
+				d.busy[a]++
+				return a, nil
+			}
+		}
+		if ctx.Err() != nil {
+			return "", ctx.Err()
+		}
+		d.cond.Wait()
+	}
+}
+
+func (d *slotDirectory) Release(addr string) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.busy[addr]--; d.busy[addr] < 0 {
+		panic("release of a slot never taken: " + addr)
+	}
+	d.cond.Broadcast()
+}
+
+func (d *slotDirectory) Unreachable(string) {}
+
+// slotsFactory is the TCP transport with a SlotDirectory: every slot taken
+// must come back by the time the transport is closed.
+func slotsFactory(t *testing.T, n int) federation.Transport {
+	ca, node := testPKI(t)
+	srvTLS, cliTLS, err := TLSConfigs(ca.Cert, node)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ls, _ := serveWorkers(t, n, 2, func() net.Listener { return tcpListener(t) }, grpc.Creds(credentials.NewTLS(srvTLS)))
+	d := &slotDirectory{addrs: []string{ls[0].Addr().String(), ls[1].Addr().String()}, busy: map[string]int{}}
+	d.cond = sync.NewCond(&d.mu)
+	tr, err := NewTransport(TransportConfig{Clients: n, Directory: d, TLS: cliTLS})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		// Replies closes once every call has ended (and released its slot).
+		tr.Close()
+		for done := time.After(10 * time.Second); ; {
+			select {
+			case _, ok := <-tr.Replies():
+				if ok {
+					continue
+				}
+			case <-done:
+				t.Error("slot directory: the transport's replies never closed")
+			}
+			break
+		}
+		d.mu.Lock()
+		defer d.mu.Unlock()
+		for a, b := range d.busy {
+			if b != 0 {
+				t.Errorf("slot directory: %d slots of %s never released", b, a)
+			}
+		}
+	})
+	return tr
+}
+
 var transports = []struct {
 	name string
 	make factory
@@ -164,6 +245,7 @@ var transports = []struct {
 	{"inproc", func(t *testing.T, n int) federation.Transport { return inproc.New(handlers(n), 3) }},
 	{"grpc-bufconn", bufconnFactory},
 	{"grpc-tcp-mtls", tcpFactory},
+	{"grpc-tcp-slots", slotsFactory},
 }
 
 func recv(t *testing.T, tr federation.Transport) federation.Reply {

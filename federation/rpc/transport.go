@@ -33,6 +33,16 @@ type Directory interface {
 	Unreachable(addr string)
 }
 
+// SlotDirectory is a Directory that schedules: Lookup also takes one of the
+// chosen worker's slots, waiting (without the transport's LookupTimeout,
+// which the directory applies itself while no worker is live) when every
+// slot is taken, and Release gives the slot back when the call ends. Tasks
+// then run where a slot is free instead of queueing behind a busy worker.
+type SlotDirectory interface {
+	Directory
+	Release(addr string)
+}
+
 // StaticDirectory spreads the clients over fixed addresses: client id
 // lives at d[id % len(d)].
 type StaticDirectory []string
@@ -66,7 +76,7 @@ type TransportConfig struct {
 	DialOptions []grpc.DialOption
 	// CallTimeout is the deadline of one task call (≤ 0:
 	// DefaultCallTimeout). LookupTimeout bounds the wait for a worker
-	// (≤ 0: 5 minutes).
+	// (≤ 0: 5 minutes; a SlotDirectory bounds its own waits).
 	CallTimeout   time.Duration
 	LookupTimeout time.Duration
 	// ChunkSize and MaxFrame must match the workers' (≤ 0: defaults).
@@ -101,7 +111,10 @@ type Transport struct {
 	conns    map[string]*grpc.ClientConn
 }
 
-var _ federation.Transport = (*Transport)(nil)
+var (
+	_ federation.Transport    = (*Transport)(nil)
+	_ federation.EventCounter = (*Transport)(nil)
+)
 
 // NewTransport checks cfg and returns a transport; connections are made on
 // first use.
@@ -142,6 +155,9 @@ func NewTransport(cfg TransportConfig) (*Transport, error) {
 // Stats returns the coordinator's counters of rejected results and
 // retried tasks.
 func (t *Transport) Stats() *Stats { return &t.stats }
+
+// Events returns a copy of the counters (federation.EventCounter).
+func (t *Transport) Events() map[string]int64 { return t.stats.Snapshot() }
 
 func (t *Transport) logf(format string, args ...any) {
 	if t.cfg.Log != nil {
@@ -234,8 +250,12 @@ func (t *Transport) run(ctx context.Context, to int, frame []byte) {
 		return
 	}
 	pause := t.cfg.Backoff
+	slots, scheduled := t.cfg.Directory.(SlotDirectory)
 	for attempt := 1; ; attempt++ {
-		lctx, lcancel := context.WithTimeout(ctx, t.cfg.LookupTimeout)
+		lctx, lcancel := ctx, context.CancelFunc(func() {})
+		if !scheduled {
+			lctx, lcancel = context.WithTimeout(ctx, t.cfg.LookupTimeout)
+		}
 		addr, err := t.cfg.Directory.Lookup(lctx, to)
 		lcancel()
 		if err != nil {
@@ -244,12 +264,17 @@ func (t *Transport) run(ctx context.Context, to int, frame []byte) {
 				r.Err = fmt.Errorf("rpc: client %d round %d: transport closed before a worker was found", to, task.Round)
 			case ctx.Err() != nil:
 				r.Err = fmt.Errorf("rpc: client %d round %d: %w", to, task.Round, ctx.Err())
+			case scheduled:
+				r.Err = fmt.Errorf("rpc: client %d round %d: %w", to, task.Round, err)
 			default:
 				r.Err = fmt.Errorf("rpc: no worker for client %d round %d after %v: %w (start workers with `fedsim worker --join`)", to, task.Round, t.cfg.LookupTimeout, err)
 			}
 			return
 		}
 		out, err := t.call(ctx, addr, to, task.Round, frame)
+		if scheduled {
+			slots.Release(addr)
+		}
 		if err == nil {
 			r.Frame = out
 			return

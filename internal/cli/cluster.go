@@ -21,6 +21,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/fedsim/fedsim/cluster"
+	"github.com/fedsim/fedsim/federation/membership"
 	"github.com/fedsim/fedsim/federation/rpc"
 	"github.com/fedsim/fedsim/internal/atomicfile"
 	"github.com/fedsim/fedsim/sim"
@@ -70,7 +71,7 @@ func RunCerts(o *CertsOptions, stdout io.Writer) error {
 	if err := os.MkdirAll(o.Out, 0o700); err != nil {
 		return fmt.Errorf("certs: %w", err)
 	}
-	names := []string{rpc.CAFile, rpc.CAKeyFile, rpc.NodeFile, rpc.NodeKeyFile, cluster.GossipKeyFile}
+	names := []string{rpc.CAFile, rpc.CAKeyFile, rpc.NodeFile, rpc.NodeKeyFile, membership.GossipKeyFile}
 	if !o.Force {
 		for _, n := range names {
 			if _, err := os.Stat(filepath.Join(o.Out, n)); err == nil {
@@ -96,7 +97,7 @@ func RunCerts(o *CertsOptions, stdout io.Writer) error {
 		b       []byte
 		private bool
 	}{{rpc.CAFile, ca.Cert, false}, {rpc.CAKeyFile, ca.Key, true}, {rpc.NodeFile, node.Cert, false},
-		{rpc.NodeKeyFile, node.Key, true}, {cluster.GossipKeyFile, cluster.EncodeKey(key), true}}
+		{rpc.NodeKeyFile, node.Key, true}, {membership.GossipKeyFile, membership.EncodeKey(key), true}}
 	for _, f := range files {
 		p := filepath.Join(o.Out, f.name)
 		if err := atomicfile.WriteFile(p, f.b); err != nil {
@@ -119,7 +120,7 @@ func creds(dir string, insecure bool, addrs ...string) (key []byte, srv, cli *tl
 		if dir != "" {
 			return nil, nil, nil, usagef("--certs and --insecure exclude each other")
 		}
-		if err := cluster.CheckInsecure(true, addrs...); err != nil {
+		if err := membership.CheckInsecure(true, addrs...); err != nil {
 			return nil, nil, nil, usageError{err}
 		}
 		return nil, nil, nil, nil
@@ -127,7 +128,7 @@ func creds(dir string, insecure bool, addrs ...string) (key []byte, srv, cli *tl
 	if dir == "" {
 		return nil, nil, nil, usagef("no credentials: pass --certs DIR (create it with `fedsim certs --out DIR`), or --insecure on loopback addresses")
 	}
-	key, err = cluster.ReadKeyFile(filepath.Join(dir, cluster.GossipKeyFile))
+	key, err = membership.ReadKeyFile(filepath.Join(dir, membership.GossipKeyFile))
 	if err != nil {
 		return nil, nil, nil, err
 	}

@@ -1,17 +1,14 @@
-// Package cluster runs fedsim as a multi-process cluster: a coordinator
-// (the server role) and workers that host simulated clients. Membership is
-// hashicorp/memberlist gossip, encrypted with a shared key: each node's
-// metadata carries its role, its gRPC address and its capacity (slots), and
-// join, leave and failure events decide which worker hosts which client
-// (Assign). Tasks and results travel over gRPC with mutual TLS (package
-// federation/rpc). Workers need nothing but the coordinator's address and
-// the credentials: the run's configuration reaches them with memberlist's
-// state exchange on join, and they load the data and cut the partition from
-// it exactly as the coordinator does (sim.Prepare), so any worker can host
-// any client and a cluster run gives the in-process run's results.
+// Package membership is the memberlist adapter of the multi-process
+// cluster: a Node joins hashicorp/memberlist gossip (encrypted with a shared
+// key) and publishes its role, gRPC address and capacity (slots) as node
+// metadata; join, leave and failure events reach the owner as Events. The
+// Directory turns the live workers into the client → worker routing the
+// gRPC transport asks for (rpc.Directory), with Assign, a pure rendezvous
+// hash, so that a worker's departure moves only its own clients.
 //
-// Only this package imports memberlist.
-package cluster
+// Only this package imports memberlist. The process loops that use it (the
+// coordinator and the worker) are in package cluster.
+package membership
 
 import (
 	"cmp"

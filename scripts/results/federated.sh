@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# Federated-simulation experiments of RESULTS.md (issue 5). Each experiment
+# runs `fedsim run` once per seed into results/federated/EXPERIMENT/…; every
+# run is timed with /usr/bin/time -v (wall time and peak memory in time.txt),
+# then fedsum.py prints the table.
+#
+# Usage: scripts/results/federated.sh EXPERIMENT [seeds]
+#   default   `fedsim --clients 50 --distill dm` as the README runs it (MNIST, α 0.5)
+#   cluster   the same as `fedsim cluster --workers 4` (4 worker processes on
+#             loopback, mutual TLS) and in one process, one after the other
+#   upload    MNIST, 50 clients, Dirichlet α 0.1, ConvNet width 128 as the global
+#             model: FedAvg (40 rounds) vs one-shot DM; upload bytes to 95 %
+#   dynafed   Fashion-MNIST, 80 clients, per-client Dirichlet α 0.01: FedAvg vs
+#             FedAvg + server-side trajectory matching (configs/*dir001*, dynafed-fmnist)
+#   scale     1000 simulated clients (MNIST, one-shot DM, 2 rounds of 5 %): peak memory
+# Extra flags for every run can be passed in RUN_FLAGS; GOMAXPROCS is honoured.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+exp=${1:?usage: federated.sh default|cluster|upload|dynafed|scale [seeds]}
+seeds=${2:-"1 2 3"}
+out=${RESULTS_OUT:-results/federated}/$exp
+mkdir -p "$out"
+go build -o bin/fedsim ./cmd/fedsim
+
+run() { # name seed command flags... (command: run or cluster)
+  local name=$1 seed=$2 cmd=$3; shift 3
+  local dir="$out/$name-seed$seed"
+  echo "== $exp/$name seed $seed" >&2
+  rm -rf "$dir"
+  /usr/bin/time -v -o "$out/$name-seed$seed.time.txt" \
+    bin/fedsim "$cmd" --quiet --seed "$seed" --out "$dir" "$@" ${RUN_FLAGS:-} >/dev/null
+  tail -1 "$dir/metrics.jsonl" >&2
+}
+
+for s in $seeds; do
+  case $exp in
+  default)
+    run dm "$s" run --clients 50 --distill dm ;;
+  cluster)
+    run inprocess "$s" run --clients 50 --distill dm
+    run cluster "$s" cluster --workers 4 --clients 50 --distill dm ;;
+  upload)
+    common=(--dataset mnist --partition dirichlet --alpha 0.1 --clients 50 --model convnet)
+    run fedavg "$s" run "${common[@]}" --distill none --strategy fedavg --fraction 0.2 --rounds 40
+    run dm "$s" run "${common[@]}" --distill dm --strategy oneshot --fraction 0.2 --rounds 5 ;;
+  dynafed)
+    run fedavg "$s" run --config configs/fedavg-fmnist-dir001.yaml
+    run dynafed "$s" run --config configs/dynafed-fmnist.yaml ;;
+  scale)
+    run dm1000 "$s" run --clients 1000 --fraction 0.05 --rounds 2 --distill dm ;;
+  *)
+    echo "federated.sh: unknown experiment $exp (want default, cluster, upload, dynafed or scale)" >&2; exit 2 ;;
+  esac
+done
+/usr/bin/python3 scripts/results/fedsum.py --target 0.95 "$out"
