@@ -12,7 +12,8 @@
 #             model: FedAvg (40 rounds) vs one-shot DM; upload bytes to 95 %
 #   dynafed   Fashion-MNIST, 80 clients, per-client Dirichlet α 0.01: FedAvg vs
 #             FedAvg + server-side trajectory matching (configs/*dir001*, dynafed-fmnist)
-#   scale     1000 simulated clients (MNIST, one-shot DM, 2 rounds of 5 %): peak memory
+#   scale     1000 simulated clients (MNIST, one-shot DM, 10 rounds of 10 %: every
+#             client distills once): peak memory
 # Extra flags for every run can be passed in RUN_FLAGS; GOMAXPROCS is honoured.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -47,7 +48,7 @@ for s in $seeds; do
     run fedavg "$s" run --config configs/fedavg-fmnist-dir001.yaml
     run dynafed "$s" run --config configs/dynafed-fmnist.yaml ;;
   scale)
-    run dm1000 "$s" run --clients 1000 --fraction 0.05 --rounds 2 --distill dm ;;
+    run dm1000 "$s" run --clients 1000 --fraction 0.1 --rounds 10 --distill dm ;;
   *)
     echo "federated.sh: unknown experiment $exp (want default, cluster, upload, dynafed or scale)" >&2; exit 2 ;;
   esac

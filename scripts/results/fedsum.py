@@ -3,7 +3,9 @@
 per configuration (the folder name without -seedN), final and best test
 accuracy (mean ± sample std over seeds), wall time and peak memory (from the
 /usr/bin/time -v file beside each folder), total upload, and the round and
-cumulative upload at which the test accuracy first reached --target.
+cumulative upload at which the test accuracy first reached --target. The mean
+of the last five rounds' accuracy is beside the final one: FedAvg on very
+skewed partitions swings by several points from round to round.
 
 Usage: scripts/results/fedsum.py [--target 0.95] DIR   (standard library only)
 """
@@ -66,6 +68,7 @@ def main():
         wall, rss = read_time(d + ".time.txt")
         groups[m.group(1)].append(dict(
             seed=int(m.group(2)), final=summ["final_test_acc"], best=summ["best_test_acc"],
+            last5=statistics.mean(r["test_acc"] for r in rows[-5:]),
             up=summ["upload_bytes"], wall=wall, rss=rss,
             hit_round=hit["round"] if hit else None,
             hit_up=hit["cum_upload_bytes"] if hit else None,
@@ -73,13 +76,13 @@ def main():
     if not groups:
         sys.exit(f"fedsum: no finished runs (NAME-seedN/summary.json) in {a.dir}")
     t = f"{100 * a.target:g} %"
-    print(f"| run | seeds | rounds | final acc % | best acc % | wall s | peak RSS GiB | upload MB | round to {t} | upload MB to {t} |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print(f"| run | seeds | rounds | final acc % | mean of last 5 rounds % | best acc % | wall s | peak RSS GiB | upload MB | round to {t} | upload MB to {t} |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for g, rs in groups.items():
         reached = [r for r in rs if r["hit_round"] is not None]
         note = "" if len(reached) == len(rs) else f" ({len(reached)}/{len(rs)} seeds reached it)"
         print(f"| {g} | {','.join(str(r['seed']) for r in rs)} | {rs[0]['rounds']} "
-              f"| {fmt([r['final'] for r in rs], 100)} | {fmt([r['best'] for r in rs], 100)} "
+              f"| {fmt([r['final'] for r in rs], 100)} | {fmt([r['last5'] for r in rs], 100)} | {fmt([r['best'] for r in rs], 100)} "
               f"| {fmt([r['wall'] for r in rs], 1, 0)} | {fmt([r['rss'] for r in rs], 1, 2)} "
               f"| {fmt([r['up'] for r in rs], 1e-6, 1)} "
               f"| {fmt([r['hit_round'] for r in reached], 1, 1)}{note} "
