@@ -3,8 +3,9 @@
 // hashicorp/memberlist gossip, encrypted with a shared key (package
 // federation/membership): each node's metadata carries its role, its gRPC
 // address and its capacity (slots), and join, leave and failure events
-// decide which worker hosts which client (membership.Assign). Tasks and
-// results travel over gRPC with mutual TLS (package federation/rpc).
+// update the directory that places every task on a live worker with a free
+// slot (membership.Directory). Tasks and results travel over gRPC with
+// mutual TLS (package federation/rpc).
 // Workers need nothing but the coordinator's address and the credentials:
 // the run's configuration reaches them with memberlist's state exchange on
 // join, and they load the data and cut the partition from it exactly as the

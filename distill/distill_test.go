@@ -524,3 +524,19 @@ func TestGrid(t *testing.T) {
 		t.Fatalf("grid.png: %v", err)
 	}
 }
+
+// The evaluation length follows each method's reference code.
+func TestDefaultEvalEpochs(t *testing.T) {
+	for _, c := range []struct {
+		dataset, method string
+		want            int
+	}{
+		{"mnist", "dc", 1000}, {"MNIST", "", 1000}, {"fmnist", "dc", 300}, {"fmnist", "", 300},
+		{"fmnist", "dsa", 1000}, {"cifar10", "dm", 1000}, {"fmnist", "mtt", 1000}, {"cifar10", "TESLA", 1000},
+		{"fmnist", "ftd", 1000}, {"fmnist", "cafe", 600}, {"cifar10", "random", 300}, {"fmnist", "kip", 300},
+	} {
+		if got := DefaultEvalEpochs(c.dataset, c.method); got != c.want {
+			t.Errorf("DefaultEvalEpochs(%q, %q) = %d, want %d", c.dataset, c.method, got, c.want)
+		}
+	}
+}
