@@ -8,9 +8,19 @@ import (
 // The buffer pool keeps released slices keyed by exact length, one pool per
 // element type. Training loops allocate the same shapes every step, so after
 // the first step nearly every Get is served from the pool. Each size keeps at
-// most maxPerSize free buffers, so a burst of unusual shapes cannot pin
-// memory.
+// most maxPerSize free buffers, and the free buffers of all sizes together
+// stay under freeCap: a run whose shapes keep changing (a simulator going
+// through a thousand clients, each with its own batch sizes) would otherwise
+// pin a set of buffers for every shape it ever saw. Past the cap the pool is
+// emptied, which costs the current loop one round of fresh allocations.
 const maxPerSize = 64
+
+// minFreeCap is the least freeCap: 1 GiB of free buffers.
+const minFreeCap = 1 << 30
+
+// freeCap (with poolStats held) is the most free bytes the pools keep: twice
+// the largest working set seen, and at least minFreeCap.
+func freeCap() int64 { return max(minFreeCap, 2*poolStats.peak) }
 
 type bufferPool[T Float] struct {
 	sync.Mutex
@@ -111,6 +121,12 @@ func Put[T Float](t *Tensor[T]) {
 	n := len(t.Data)
 	p := poolFor[T]()
 	bytes := int64(n) * elemSize[T]()
+	poolStats.Lock()
+	over := poolStats.free+bytes > freeCap()
+	poolStats.Unlock()
+	if over {
+		DrainPool()
+	}
 	p.Lock()
 	kept := len(p.free[n]) < maxPerSize
 	if kept {
