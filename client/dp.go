@@ -75,11 +75,7 @@ func (c *Client) spendPrivacy(t *Task) error {
 		return nil
 	}
 	if d.Budget == 0 {
-		if err := c.privacy.Add(d.SampleRate, d.Noise, t.Iterations); err != nil {
-			return err
-		}
-		c.privateSteps += t.Iterations
-		return nil
+		return c.ChargePrivacy(d.SampleRate, d.Noise, t.Iterations)
 	}
 	ok, err := c.privacy.TryAdd(d.SampleRate, d.Noise, t.Iterations, d.Delta, d.Budget)
 	if err != nil {

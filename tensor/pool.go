@@ -11,8 +11,9 @@ import (
 // most maxPerSize free buffers, and the free buffers of all sizes together
 // stay under freeCap: a run whose shapes keep changing (a simulator going
 // through a thousand clients, each with its own batch sizes) would otherwise
-// pin a set of buffers for every shape it ever saw. Past the cap the pool is
-// emptied, which costs the current loop one round of fresh allocations.
+// pin a set of buffers for every shape it ever saw. When a Put takes the pool
+// past the cap the pool is emptied, which costs the current loop one round
+// of fresh allocations.
 const maxPerSize = 64
 
 // minFreeCap is the least freeCap: 1 GiB of free buffers.
@@ -34,12 +35,15 @@ var poolStats struct {
 	inUse, peak, free int64
 }
 
-func account(inUse, free int64) {
+// account updates the accounting and reports whether the free bytes are
+// now over freeCap.
+func account(inUse, free int64) (over bool) {
 	poolStats.Lock()
+	defer poolStats.Unlock()
 	poolStats.inUse += inUse
 	poolStats.free += free
 	poolStats.peak = max(poolStats.peak, poolStats.inUse)
-	poolStats.Unlock()
+	return poolStats.free > freeCap()
 }
 
 // PoolStats reports the bytes of pooled buffers in use (handed out by Get
@@ -121,22 +125,17 @@ func Put[T Float](t *Tensor[T]) {
 	n := len(t.Data)
 	p := poolFor[T]()
 	bytes := int64(n) * elemSize[T]()
-	poolStats.Lock()
-	over := poolStats.free+bytes > freeCap()
-	poolStats.Unlock()
-	if over {
-		DrainPool()
-	}
 	p.Lock()
 	kept := len(p.free[n]) < maxPerSize
 	if kept {
 		p.free[n] = append(p.free[n], t.Data[:n:n])
 	}
 	p.Unlock()
-	if kept {
-		account(-bytes, bytes)
-	} else {
+	switch {
+	case !kept:
 		account(-bytes, 0)
+	case account(-bytes, bytes):
+		DrainPool()
 	}
 	t.Data = nil
 }

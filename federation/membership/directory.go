@@ -1,10 +1,12 @@
 package membership
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"maps"
 	"math"
+	"slices"
 	"sync"
 	"time"
 
@@ -34,8 +36,7 @@ type Directory struct {
 	members map[string]Member
 	down    map[string]time.Time // name → until
 	busy    map[string]int       // gRPC address → tasks in flight
-	assign  []string             // cached Assign of the live members
-	live    []Member             // cached live members, by name
+	live    []Member             // cached live members, sorted by name (nil: stale)
 	changed chan struct{}        // closed and replaced on every change
 }
 
@@ -75,7 +76,7 @@ func (d *Directory) Remove(name string) {
 
 // touch (with mu held) invalidates the assignment and wakes waiters.
 func (d *Directory) touch() {
-	d.assign, d.live = nil, nil
+	d.live = nil
 	d.wake()
 }
 
@@ -109,8 +110,9 @@ func (d *Directory) Unreachable(addr string) {
 }
 
 // Release implements rpc.SlotDirectory: a call Lookup placed on addr has
-// ended, and its slot is free. Slots are counted by address, not name, so that the calls of a worker
-// that died release its old slots, not those of its restarted successor.
+// ended, and its slot is free. Slots are counted by address, not name, so
+// that the calls of a worker that died release its old slots, not those of
+// its restarted successor.
 func (d *Directory) Release(addr string) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -189,29 +191,26 @@ func (d *Directory) placeLocked(id int) (string, time.Duration, chan struct{}, i
 	for name, until := range d.down {
 		if !now.Before(until) {
 			delete(d.down, name)
-			d.assign, d.live = nil, nil
+			d.live = nil
 		} else if w := until.Sub(now); wake == 0 || w < wake {
 			wake = w
 		}
 	}
-	if d.assign == nil {
-		d.live = d.live[:0]
+	if d.live == nil {
 		for name, m := range d.members {
 			if _, dn := d.down[name]; !dn && m.Slots >= 1 {
 				d.live = append(d.live, m)
 			}
 		}
-		d.assign = Assign(d.clients, d.live)
+		// By name, as Assign orders ties.
+		slices.SortFunc(d.live, func(a, b Member) int { return cmp.Compare(a.Name, b.Name) })
 	}
-	free := func(m Member) bool { return d.busy[m.Addr] < m.Slots }
+	// The free worker with the highest rendezvous score: the client's
+	// Assign owner when that one is free.
 	best, bestScore := "", math.Inf(-1)
-	if owner := d.assign[id]; owner != "" && free(d.members[owner]) {
-		best = owner
-	} else {
-		for _, m := range d.live {
-			if s := score(m, id); free(m) && s > bestScore {
-				best, bestScore = m.Name, s
-			}
+	for _, m := range d.live {
+		if s := score(m, id); d.busy[m.Addr] < m.Slots && s > bestScore {
+			best, bestScore = m.Name, s
 		}
 	}
 	if best == "" {
