@@ -142,6 +142,10 @@ func (c *Client) distill(ctx context.Context, t *Task) (*Result, error) {
 		return nil, fmt.Errorf("bad distillation settings: ipc %d, iterations %d, real batch %d, image lr %g, perturbation %g",
 			t.IPC, t.Iterations, t.BatchReal, t.LRImg, t.Perturb)
 	}
+	init, err := t.initOf()
+	if err != nil {
+		return nil, err
+	}
 	if err := c.spendPrivacy(t); err != nil {
 		return nil, err
 	}
@@ -153,7 +157,6 @@ func (c *Client) distill(ctx context.Context, t *Task) (*Result, error) {
 	var (
 		perClass [][]*tensor.Tensor[float32]
 		loss     float64
-		err      error
 	)
 	switch t.Nets {
 	case NetsRandom, "":
@@ -161,18 +164,18 @@ func (c *Client) distill(ctx context.Context, t *Task) (*Result, error) {
 			return nil, errors.New("one-shot distillation with random networks does not take global weights")
 		}
 		if t.Method == MethodDM {
-			perClass, loss, err = c.distillRandom(ctx, t, ipc)
+			perClass, loss, err = c.distillRandom(ctx, t, ipc, init)
 		} else {
 			// Gradient matching needs a classifier over all the classes
 			// (a relabelled one-class problem has zero gradients), so it
 			// runs the matching loop with fresh networks.
-			perClass, loss, err = c.distillMatch(ctx, t, ipc)
+			perClass, loss, err = c.distillMatch(ctx, t, ipc, init)
 		}
 	case NetsGlobal:
 		if t.Global == nil {
 			return nil, errors.New("distillation around the global model needs the global weights")
 		}
-		perClass, loss, err = c.distillMatch(ctx, t, ipc)
+		perClass, loss, err = c.distillMatch(ctx, t, ipc, init)
 	default:
 		err = fmt.Errorf("unknown matching networks %q (want %s or %s)", t.Nets, NetsRandom, NetsGlobal)
 	}
@@ -211,7 +214,7 @@ func assemble(perClass [][]*tensor.Tensor[float32], hist []int, shape []int) *Sy
 // distillRandom runs distill's DM on the client's classes, relabelled
 // 0..k−1 (distill wants every class present), once per distinct
 // images-per-class value.
-func (c *Client) distillRandom(ctx context.Context, t *Task, ipc []int) ([][]*tensor.Tensor[float32], float64, error) {
+func (c *Client) distillRandom(ctx context.Context, t *Task, ipc []int, init string) ([][]*tensor.Tensor[float32], float64, error) {
 	groups := map[int][]int{} // ipc → classes
 	for k, n := range ipc {
 		if n > 0 {
@@ -244,7 +247,7 @@ func (c *Client) distillRandom(ctx context.Context, t *Task, ipc []int) ([][]*te
 		}
 		sub.Classes, sub.ClassNames = len(classes), nil
 		cfg := distill.Config{Method: distill.MethodDM, IPC: g, Model: t.Model, BatchReal: t.BatchReal, LRImg: t.LRImg,
-			Seed: tensor.NewRNG(t.Seed, streamGroup+uint64(gi)).Uint64(), DP: t.DP.distillConfig()}
+			Init: init, Seed: tensor.NewRNG(t.Seed, streamGroup+uint64(gi)).Uint64(), DP: t.DP.distillConfig()}
 		d, err := distill.New(cfg, t.Dataset)
 		if err != nil {
 			return nil, 0, err
@@ -283,7 +286,7 @@ func (c *Client) distillRandom(ctx context.Context, t *Task, ipc []int) ([][]*te
 // initialised one (NetsRandom) — one loss per class the client holds with
 // Siamese DSA augmentation, and one step of SGD with momentum 0.5 on the
 // images (gradient matching: one outer step per network, no inner loop).
-func (c *Client) distillMatch(ctx context.Context, t *Task, ipc []int) ([][]*tensor.Tensor[float32], float64, error) {
+func (c *Client) distillMatch(ctx context.Context, t *Task, ipc []int, init string) ([][]*tensor.Tensor[float32], float64, error) {
 	global, err := c.newModel(t)
 	if err != nil {
 		return nil, 0, err
@@ -306,8 +309,8 @@ func (c *Client) distillMatch(ctx context.Context, t *Task, ipc []int) ([][]*ten
 		for i := range pick {
 			pick[i] = byClass[k][perm[i]]
 		}
-		if t.DP != nil {
-			syn[k] = noiseImages(n, shape, rng) // real images would be released as they are
+		if init == InitNoise {
+			syn[k] = noiseImages(n, shape, rng)
 		} else {
 			syn[k], _ = c.Data.Batch(pick)
 		}

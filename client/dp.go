@@ -23,6 +23,9 @@ type DPTask struct {
 	Clip       float64 `json:"clip"`
 	Noise      float64 `json:"noise"`
 	Delta      float64 `json:"delta"`
+	// Center clips DM's embeddings around the synthetic class mean
+	// (distill.DPConfig.Center).
+	Center bool `json:"center,omitempty"`
 	// Budget is the ε the client may spend in all (0: no limit): a task
 	// that would take the client past it is refused before any work.
 	Budget float64 `json:"budget,omitempty"`
@@ -40,7 +43,7 @@ func (d *DPTask) distillConfig() *distill.DPConfig {
 	if d == nil {
 		return nil
 	}
-	return &distill.DPConfig{SampleRate: d.SampleRate, Clip: d.Clip, Noise: d.Noise}
+	return &distill.DPConfig{SampleRate: d.SampleRate, Clip: d.Clip, Noise: d.Noise, Center: d.Center}
 }
 
 // spendPrivacy checks a private task's settings and records its steps in

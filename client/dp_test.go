@@ -3,6 +3,7 @@ package client
 import (
 	"context"
 	"math"
+	"slices"
 	"strings"
 	"testing"
 
@@ -121,5 +122,60 @@ func TestPriorStepsRestoreTheBudget(t *testing.T) {
 	}
 	if r := restarted.Handle(context.Background(), task(-1, 0)); r.Status != StatusFailed || !strings.Contains(r.Error, "prior steps -1") {
 		t.Fatalf("negative prior steps: %+v", r)
+	}
+}
+
+// Task.Init: noise makes a non-private set start from noise, real is
+// refused in a private task (its images would be released), and unknown
+// values are refused, all before any work or privacy spending.
+func TestDistillInit(t *testing.T) {
+	base := Task{Kind: KindDistill, Method: MethodDM, Nets: NetsRandom, Round: 1, Client: 4, Seed: 3, Model: "convnet-w4",
+		Dataset: "mnist", IPC: 2, Iterations: 0, BatchReal: 4}
+	c := testClient(t)
+	real := func(r *Result) bool { // every synthetic image is one of the client's images
+		sz := len(c.Data.X.Data) / c.Data.Len()
+		for i := range r.Synthetic.X.Shape[0] {
+			img := r.Synthetic.X.Data[i*sz : (i+1)*sz]
+			found := false
+			for j := 0; j < c.Data.Len() && !found; j++ {
+				found = slices.Equal(img, c.Data.X.Data[j*sz:(j+1)*sz])
+			}
+			if !found {
+				return false
+			}
+		}
+		return true
+	}
+	for _, tc := range []struct {
+		init     string
+		wantReal bool
+	}{{"", true}, {InitReal, true}, {InitNoise, false}} {
+		task := base
+		task.Init = tc.init
+		r := c.Handle(context.Background(), &task)
+		if r.Status != StatusOK {
+			t.Fatalf("init %q: %s", tc.init, r.Error)
+		}
+		if got := real(r); got != tc.wantReal {
+			t.Fatalf("init %q with no iterations: synthetic images are the client's own: %v, want %v", tc.init, got, tc.wantReal)
+		}
+	}
+	for _, tc := range []struct {
+		init string
+		dp   *DPTask
+		want string
+	}{
+		{InitReal, &DPTask{SampleRate: 0.5, Clip: 1, Noise: 1, Delta: 1e-5}, "cannot start from real images"},
+		{"zeros", nil, `unknown initialisation "zeros"`},
+	} {
+		task := base
+		task.Init, task.DP = tc.init, tc.dp
+		r := c.Handle(context.Background(), &task)
+		if r.Status != StatusFailed || !strings.Contains(r.Error, tc.want) {
+			t.Fatalf("init %q: %+v, want a failure naming %q", tc.init, r, tc.want)
+		}
+	}
+	if eps, _ := c.Spent(1e-5); eps != 0 {
+		t.Fatalf("a refused private task was charged ε %g", eps)
 	}
 }

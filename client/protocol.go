@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"slices"
 
+	"github.com/fedsim/fedsim/distill"
 	"github.com/fedsim/fedsim/nn"
 	"github.com/fedsim/fedsim/tensor"
 )
@@ -71,6 +72,11 @@ type Task struct {
 	BatchReal  int     `json:"batch_real,omitempty"`
 	LRImg      float64 `json:"lr_img,omitempty"`
 	Nets       string  `json:"nets,omitempty"`
+	// Init is where the synthetic images start: InitReal (random real
+	// images of the class) or InitNoise (Gaussian noise); "" is real, or
+	// noise when the task is private (real images would be released as
+	// they are).
+	Init string `json:"init,omitempty"`
 	// Perturb is the relative size of the random perturbation of the
 	// global model's parameters (NetsGlobal): each tensor gets Gaussian
 	// noise of standard deviation Perturb × its RMS.
@@ -82,6 +88,32 @@ type Task struct {
 	// Global holds the global model's weights (nil when the task does not
 	// need them).
 	Global *Weights `json:"-"`
+}
+
+// Initialisations of a distillation task's synthetic images (Task.Init).
+const (
+	InitReal  = distill.InitReal
+	InitNoise = distill.InitNoise
+)
+
+// initOf returns where t's synthetic images start, or an error for an
+// unknown value or real images in a private task.
+func (t *Task) initOf() (string, error) {
+	switch t.Init {
+	case "":
+		if t.DP != nil {
+			return InitNoise, nil
+		}
+		return InitReal, nil
+	case InitNoise:
+		return InitNoise, nil
+	case InitReal:
+		if t.DP != nil {
+			return "", fmt.Errorf("a private task cannot start from real images (they would be released as they are): want init %q", InitNoise)
+		}
+		return InitReal, nil
+	}
+	return "", fmt.Errorf("unknown initialisation %q (want %s or %s)", t.Init, InitReal, InitNoise)
 }
 
 // Result statuses.

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"regexp"
 	"strings"
 	"sync"
 	"testing"
@@ -37,15 +36,13 @@ func skipWithoutData(t *testing.T, err error) {
 	}
 }
 
-var wallRE = regexp.MustCompile(`"wall_s":[0-9.e+-]+`)
-
 func metricsWithoutWall(t *testing.T, dir string) string {
 	t.Helper()
 	b, err := os.ReadFile(filepath.Join(dir, sim.MetricsFile))
 	if err != nil {
 		t.Fatal(err)
 	}
-	return wallRE.ReplaceAllString(string(b), `"wall_s":_`)
+	return sim.BlankTimings(string(b))
 }
 
 type testCluster struct {

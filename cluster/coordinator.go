@@ -70,6 +70,9 @@ type CoordinatorConfig struct {
 	Run sim.Config
 	// CallTimeout is the deadline of one task (≤ 0: rpc's default).
 	CallTimeout time.Duration
+	// MaxTasks caps the tasks in flight across all workers (≤ 0: the sum
+	// of their slots). A cluster on one machine sets it to the cores.
+	MaxTasks int
 	// Log receives membership changes and data-plane incidents.
 	Log func(format string, args ...any)
 }
@@ -100,6 +103,7 @@ func StartCoordinator(cfg CoordinatorConfig) (*Coordinator, error) {
 		return nil, err
 	}
 	c := &Coordinator{cfg: cfg, dir: membership.NewDirectory(cfg.Run.Clients, 0)}
+	c.dir.LimitInFlight(cfg.MaxTasks)
 	c.node, err = membership.StartNode(membership.NodeConfig{Name: cfg.Name, Bind: cfg.Bind, Key: cfg.Key, Insecure: cfg.Insecure,
 		Meta: membership.Meta{Role: membership.RoleServer}, State: state, OnEvent: c.onEvent, Log: cfg.Log})
 	if err != nil {

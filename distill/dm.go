@@ -90,22 +90,23 @@ func DMLoss[T tensor.Float](m nn.Embedder[T], real, syn *tensor.Tensor[T], aug *
 		return 0, err
 	}
 	tp.Release() // the real batch's activations are no longer needed
-	return dmMatch(tp, m, target, syn, aug, 0, grad)
+	return dmMatch(tp, m, target, syn, aug, 0, nil, grad)
 }
 
 // dmMatch is DMLoss's synthetic half: the loss ‖target − mean embed(A(syn))‖²
 // against a fixed target embedding, its gradient with respect to syn
 // written into grad. It is shared with DP distribution matching (dp.go),
 // whose target is a clipped, noised mean: clip > 0 clips each synthetic
-// embedding to that norm as the real ones were (0 or +Inf: none), so that
-// with no clipping and no noise DP-DM is DMLoss to the last bit.
-func dmMatch[T tensor.Float](tp *ag.Tape[T], m nn.Embedder[T], target, syn *tensor.Tensor[T], aug *data.Augmentation, clip float64, grad *tensor.Tensor[T]) (float64, error) {
+// embedding (its offset from center when center is not nil) to that norm
+// as the real ones were (0 or +Inf: none), so that with no clipping and no
+// noise DP-DM is DMLoss to the last bit.
+func dmMatch[T tensor.Float](tp *ag.Tape[T], m nn.Embedder[T], target, syn *tensor.Tensor[T], aug *data.Augmentation, clip float64, center []T, grad *tensor.Tensor[T]) (float64, error) {
 	xs := tp.Param(syn)
 	x := xs
 	if aug != nil {
 		x = data.Apply(aug, x)
 	}
-	mean := ag.MeanAxes(clipRowsVar(m.Embed(x, nn.BindConst(tp, m)), clip), []int{0}, false)
+	mean := ag.MeanAxes(clipAroundVar(m.Embed(x, nn.BindConst(tp, m)), clip, center), []int{0}, false)
 	loss := ag.Sum(ag.Square(ag.Sub(tp.Const(target), mean)))
 	gs, err := tp.Grad([]*ag.Var[T]{loss}, nil, []*ag.Var[T]{xs}, false)
 	if err != nil {

@@ -95,7 +95,7 @@ func randImages(n int, seed uint64) *tensor.Tensor[float64] {
 func TestDPDMTargetNoise(t *testing.T) {
 	m := tinyConvNet(t, 1)
 	real, syn := randImages(5, 2), randImages(2, 3)
-	clean, err := dpDMTarget[float64](m, real, 5, syn, nil, DPConfig{SampleRate: 1, Clip: math.Inf(1)}, nil)
+	clean, _, err := dpDMTarget[float64](m, real, 5, syn, nil, DPConfig{SampleRate: 1, Clip: math.Inf(1)}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -104,7 +104,7 @@ func TestDPDMTargetNoise(t *testing.T) {
 	var ss float64
 	var k int
 	for range 400 {
-		got, err := dpDMTarget[float64](m, real, denom, syn, nil, DPConfig{SampleRate: 1, Clip: clip, Noise: sigma}, rng)
+		got, _, err := dpDMTarget[float64](m, real, denom, syn, nil, DPConfig{SampleRate: 1, Clip: clip, Noise: sigma}, rng)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -118,7 +118,7 @@ func TestDPDMTargetNoise(t *testing.T) {
 	if want := sigma * clip / denom; math.Abs(std/want-1) > 0.03 {
 		t.Fatalf("target noise std %.4g, want %.4g ± 3%%", std, want)
 	}
-	small, err := dpDMTarget[float64](m, real, 1, syn, nil, DPConfig{SampleRate: 1, Clip: 0.01}, nil)
+	small, _, err := dpDMTarget[float64](m, real, 1, syn, nil, DPConfig{SampleRate: 1, Clip: 0.01}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -361,5 +361,78 @@ func TestDPStepsPerIteration(t *testing.T) {
 	dsa := Config{Method: MethodDSA, IPC: 10}.Defaults("mnist")
 	if dm.DPStepsPerIteration() != 1 || dsa.DPStepsPerIteration() != 10 {
 		t.Fatalf("steps per iteration: dm %d (want 1), dsa at IPC 10 %d (want its 10 outer steps)", dm.DPStepsPerIteration(), dsa.DPStepsPerIteration())
+	}
+}
+
+// Centered DP-DM: with no clipping and the expected batch equal to the real
+// batch it is DMLoss (the center cancels); one example moves the noiseless
+// sum by at most C whatever the center; and its image gradient, the center
+// held constant as the method defines it, agrees with central differences.
+func TestDPDMCenter(t *testing.T) {
+	m := tinyConvNet(t, 21)
+	real, syn := randImages(5, 22), randImages(3, 23)
+	g1, g2 := tensor.New[float64](syn.Shape...), tensor.New[float64](syn.Shape...)
+	l1, err := DMLoss[float64](m, real, syn, nil, g1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l2, err := DPDMLoss[float64](m, real, 5, syn, nil, DPConfig{SampleRate: 1, Clip: math.Inf(1), Center: true}, nil, g2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if math.Abs(l1-l2) > 1e-10*math.Abs(l1) || maxRelDiff(g2.Data, g1.Data) > 1e-8 {
+		t.Fatalf("centered DP-DM without clipping: loss %.15g (DM %.15g), gradient differs by %.3g", l2, l1, maxRelDiff(g2.Data, g1.Data))
+	}
+
+	// Sensitivity: the target with and without the last example differ by
+	// at most C/denom, and by exactly that when the offset is longer than C.
+	const clip, denom = 0.05, 4.0
+	dp := DPConfig{SampleRate: 1, Clip: clip, Center: true}
+	all, center, err := dpDMTarget[float64](m, real, denom, syn, nil, dp, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if center == nil {
+		t.Fatal("centered target returned no center")
+	}
+	fewer := &tensor.Tensor[float64]{Shape: []int{4, 1, 8, 8}, Data: real.Data[:4*64]}
+	part, _, err := dpDMTarget[float64](m, fewer, denom, syn, nil, dp, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ss float64
+	for j := range all.Data {
+		d := (all.Data[j] - part.Data[j]) * denom
+		ss += d * d
+	}
+	if n := math.Sqrt(ss); math.Abs(n-clip) > 1e-9 {
+		t.Fatalf("one example moved the centered sum by %.6g, want exactly C = %g (its offset is longer)", n, clip)
+	}
+
+	// Gradient of the synthetic side around a fixed center, clipping active.
+	target := all
+	grad := tensor.New[float64](syn.Shape...)
+	loss := func(g *tensor.Tensor[float64]) float64 {
+		tp := ag.NewTape[float64]()
+		defer tp.Release()
+		l, err := dmMatch(tp, m, target, syn, nil, clip, center, g)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return l
+	}
+	loss(grad)
+	const h = 1e-6
+	for _, i := range []int{0, 31, 64, 129, 191} {
+		v := syn.Data[i]
+		syn.Data[i] = v + h
+		lp := loss(tensor.New[float64](syn.Shape...))
+		syn.Data[i] = v - h
+		lm := loss(tensor.New[float64](syn.Shape...))
+		syn.Data[i] = v
+		fd := (lp - lm) / (2 * h)
+		if math.Abs(fd-grad.Data[i]) > 1e-7+1e-4*math.Abs(fd) {
+			t.Fatalf("element %d: gradient %.8g, finite difference %.8g", i, grad.Data[i], fd)
+		}
 	}
 }

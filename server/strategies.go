@@ -127,6 +127,7 @@ type Distill struct {
 	LRImg      float64
 	Nets       string
 	Perturb    float64
+	Init       string // client.Task.Init
 	// Server side: training on the union (SGD with momentum, cosine
 	// schedule, DSA augmentation) for about Steps steps per round (whole
 	// epochs: ⌈Steps / steps per epoch⌉).
@@ -164,7 +165,7 @@ func (d *Distill) Eligible(st *State, id int) bool {
 // Task implements Strategy.
 func (d *Distill) Task(_ *State, global nn.Model[float32]) *client.Task {
 	t := &client.Task{Kind: client.KindDistill, Method: d.Method, IPC: d.IPC, Iterations: d.Iterations,
-		BatchReal: d.BatchReal, LRImg: d.LRImg, Nets: d.Nets, Perturb: d.Perturb, DP: d.DP}
+		BatchReal: d.BatchReal, LRImg: d.LRImg, Nets: d.Nets, Perturb: d.Perturb, Init: d.Init, DP: d.DP}
 	if d.Nets == client.NetsGlobal {
 		t.Global = client.WeightsOf(global)
 	}

@@ -55,6 +55,10 @@ type Config struct {
 	// LRImg is the synthetic images' learning rate (0: dm 1.0, gm 0.1).
 	LRImg   float64 `yaml:"lr_img" json:"lr_img"`
 	Perturb float64 `yaml:"perturb" json:"perturb"`
+	// DistillInit is where the clients' synthetic images start: real
+	// (random real images of the class) or noise; "" is real, or noise
+	// with differential privacy.
+	DistillInit string `yaml:"distill_init" json:"distill_init,omitempty"`
 
 	LocalEpochs int     `yaml:"local_epochs" json:"local_epochs"`
 	LocalBatch  int     `yaml:"local_batch" json:"local_batch"`
@@ -105,6 +109,9 @@ type Config struct {
 	DPClip       float64 `yaml:"dp_clip" json:"dp_clip,omitempty"`
 	DPDelta      float64 `yaml:"dp_delta" json:"dp_delta,omitempty"`
 	DPSampleRate float64 `yaml:"dp_sample_rate" json:"dp_sample_rate,omitempty"`
+	// DPCenter (private DM) clips each real embedding's offset from the
+	// synthetic class mean instead of the embedding (distill.DPConfig).
+	DPCenter bool `yaml:"dp_center" json:"dp_center,omitempty"`
 
 	Seed uint64 `yaml:"seed" json:"seed"`
 	Out  string `yaml:"out" json:"out"`
@@ -239,6 +246,15 @@ func (c Config) Resolve() (Config, error) {
 	if !(c.Perturb >= 0) || math.IsInf(c.Perturb, 0) {
 		bad("perturb %g: want a non-negative number", c.Perturb)
 	}
+	switch c.DistillInit {
+	case "", client.InitNoise:
+	case client.InitReal:
+		if c.DPEnabled() {
+			bad("distill_init real with differential privacy: the real images would be released as they are; use noise (the default with dp)")
+		}
+	default:
+		bad("distill_init %q: want real or noise", c.DistillInit)
+	}
 	if c.LocalEpochs < 1 || c.LocalBatch < 1 {
 		bad("local_epochs %d and local_batch %d: want at least 1", c.LocalEpochs, c.LocalBatch)
 	}
@@ -362,7 +378,8 @@ func (c Config) WithDP(s server.Strategy) server.Strategy {
 		st.DP = &server.DPFedAvg{Clip: c.DPClip, Noise: c.DPNoise, Clients: max(1, int(math.Round(c.Fraction*float64(c.Clients)))),
 			SampleRate: c.Fraction, Delta: c.DPDelta, Seed: c.Seed}
 	case *server.Distill:
-		st.DP = &client.DPTask{SampleRate: c.DPSampleRate, Clip: c.DPClip, Noise: c.DPNoise, Delta: c.DPDelta, Budget: c.DPEpsilon}
+		st.DP = &client.DPTask{SampleRate: c.DPSampleRate, Clip: c.DPClip, Noise: c.DPNoise, Delta: c.DPDelta, Budget: c.DPEpsilon,
+			Center: c.DPCenter}
 	}
 	return s
 }

@@ -7,6 +7,7 @@ import (
 	"image/color"
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
 
 	"gonum.org/v1/plot"
@@ -167,4 +168,14 @@ func writeFileAtomic(path string, b []byte) error {
 		return fmt.Errorf("sim: %w", err)
 	}
 	return nil
+}
+
+// timingRE matches metrics.jsonl's timing fields.
+var timingRE = regexp.MustCompile(`"(wall_s|clients_s|server_s)":[0-9.e+-]+`)
+
+// BlankTimings returns metrics.jsonl text with every timing field's value
+// (wall_s, clients_s, server_s) replaced by "_": two runs of one seed, in
+// process or on a cluster, give equal text.
+func BlankTimings(metrics string) string {
+	return timingRE.ReplaceAllString(metrics, `"$1":_`)
 }

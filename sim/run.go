@@ -42,6 +42,12 @@ type Metrics struct {
 	// unreachable workers); empty in process.
 	TransportEvents map[string]int64 `json:"transport_events,omitempty"`
 	WallS           float64          `json:"wall_s"`
+	// ClientsS is the round's client phase (first task sent to last reply
+	// in), ServerS the server's aggregation (EndRound: training on the
+	// synthetic union, fine-tuning): where a round's time goes, to compare
+	// transports. Timings, like WallS.
+	ClientsS float64 `json:"clients_s"`
+	ServerS  float64 `json:"server_s"`
 	// EpsilonMax and EpsilonMean are the ε spent so far at the run's
 	// dp_delta by the clients heard from (differentially private runs);
 	// EpsilonClients is each one's, by client id.
@@ -390,7 +396,7 @@ func strategyOf(cfg Config) server.Strategy {
 		return f
 	}
 	d := &server.Distill{Method: cfg.Distill, IPC: cfg.IPC, Iterations: cfg.DistillIters, BatchReal: cfg.BatchReal,
-		LRImg: cfg.LRImg, Nets: client.NetsRandom,
+		LRImg: cfg.LRImg, Nets: client.NetsRandom, Init: cfg.DistillInit,
 		Steps: cfg.ServerSteps, BatchSize: cfg.ServerBatch, LR: cfg.ServerLR, Momentum: 0.9, WeightDecay: 5e-4,
 		DSAStrategy: cfg.ServerDSA, Seed: cfg.Seed}
 	if cfg.Strategy == "feddm" {
@@ -437,6 +443,7 @@ func runRound(ctx context.Context, cfg Config, srv *server.Server, tr federation
 	rng := tensor.NewRNG(server.RoundSeed(cfg.Seed, round), streamNetwork)
 	fates := map[int]fate{}
 	inflight := 0
+	sent := time.Now()
 	for _, t := range tasks {
 		u, v := rng.Float64(), rng.Float64()
 		f := onTime
@@ -485,6 +492,8 @@ func runRound(ctx context.Context, cfg Config, srv *server.Server, tr federation
 			opt.Observer.ClientDone(round, done+1, inflight)
 		}
 	}
+	m.ClientsS = time.Since(sent).Seconds()
+	aggregate := time.Now()
 	for _, phase := range []fate{onTime, late} {
 		for _, t := range tasks {
 			if rp, ok := replies[t.Client]; ok && fates[t.Client] == phase {
@@ -497,6 +506,7 @@ func runRound(ctx context.Context, cfg Config, srv *server.Server, tr federation
 	if err != nil {
 		return m, nil, err
 	}
+	m.ServerS = time.Since(aggregate).Seconds()
 	m.ClientsOK, m.ClientsFailed, m.ClientsLate = rep.OK, rep.Failed, rep.Late
 	m.ClientsDropped = rep.Dropped()
 	m.SyntheticImages, m.TrainLoss = rep.Info.SyntheticImages, rep.Info.TrainLoss

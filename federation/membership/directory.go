@@ -31,6 +31,10 @@ type Directory struct {
 	// (waits for a free slot are not bounded).
 	noWorkerFor time.Duration
 	now         func() time.Time
+	// maxInFlight caps the tasks in flight across all workers (0: the sum
+	// of their slots). A one-machine cluster sets it to the cores: more
+	// tasks at once than cores only makes them fight for the CPU.
+	maxInFlight int
 
 	mu      sync.Mutex
 	members map[string]Member
@@ -51,6 +55,15 @@ func NewDirectory(clients int, downFor time.Duration) *Directory {
 	}
 	return &Directory{clients: clients, downFor: downFor, noWorkerFor: 5 * time.Minute, now: time.Now, members: map[string]Member{},
 		down: map[string]time.Time{}, busy: map[string]int{}, changed: make(chan struct{})}
+}
+
+// LimitInFlight caps the tasks in flight across all workers at n (≤ 0:
+// no cap beyond the workers' slots). Lookups wait while the cap is reached.
+func (d *Directory) LimitInFlight(n int) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.maxInFlight = max(n, 0)
+	d.wake()
 }
 
 // Put adds or updates a ready worker (memberlist join or update) and
@@ -134,7 +147,8 @@ func (d *Directory) InFlight() map[string]int {
 
 // Lookup implements rpc.Directory: it returns the worker that runs client
 // id's task and takes one of its slots (Release gives it back). It waits
-// while every live worker's slots are taken, and for at most five minutes
+// while every live worker's slots are taken or the in-flight cap is
+// reached (LimitInFlight), and for at most five minutes
 // while no worker is live.
 func (d *Directory) Lookup(ctx context.Context, id int) (string, error) {
 	if id < 0 || id >= d.clients {
@@ -204,6 +218,15 @@ func (d *Directory) placeLocked(id int) (string, time.Duration, chan struct{}, i
 		}
 		// By name, as Assign orders ties.
 		slices.SortFunc(d.live, func(a, b Member) int { return cmp.Compare(a.Name, b.Name) })
+	}
+	if d.maxInFlight > 0 {
+		n := 0
+		for _, b := range d.busy {
+			n += b
+		}
+		if n >= d.maxInFlight {
+			return "", wake, d.changed, len(d.live)
+		}
 	}
 	// The free worker with the highest rendezvous score: the client's
 	// Assign owner when that one is free.

@@ -103,6 +103,70 @@ func TestDirectoryConcurrentLookups(t *testing.T) {
 	}
 }
 
+// LimitInFlight caps the tasks in flight across all workers below the sum
+// of their slots: concurrent tasks never exceed the cap, and all complete.
+func TestDirectoryLimitInFlight(t *testing.T) {
+	d := NewDirectory(40, 0)
+	for _, name := range []string{"w1", "w2", "w3", "w4"} {
+		d.Put(Member{Name: name, Addr: name, Slots: 2})
+	}
+	d.LimitInFlight(3)
+	var mu sync.Mutex
+	total, peak, ran := 0, 0, 0
+	var wg sync.WaitGroup
+	for id := range 40 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			addr, err := d.Lookup(context.Background(), id)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			mu.Lock()
+			total++
+			ran++
+			peak = max(peak, total)
+			mu.Unlock()
+			time.Sleep(10 * time.Millisecond)
+			mu.Lock()
+			total--
+			mu.Unlock()
+			d.Release(addr)
+		}()
+	}
+	wg.Wait()
+	if peak != 3 || ran != 40 {
+		t.Fatalf("cap 3 over 8 slots: peak %d tasks in flight, %d of 40 ran; want peak 3 and all 40", peak, ran)
+	}
+	// Lifting the cap wakes a waiting lookup.
+	d.LimitInFlight(1)
+	a, err := d.Lookup(context.Background(), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		_, err := d.Lookup(context.Background(), 1)
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		t.Fatalf("a lookup past the cap returned (err %v)", err)
+	case <-time.After(50 * time.Millisecond):
+	}
+	d.LimitInFlight(0)
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("lifting the cap did not wake the waiting lookup")
+	}
+	d.Release(a)
+}
+
 // With no live worker a lookup fails after the directory's limit, naming
 // the fix; a cancelled context ends it at once.
 func TestDirectoryNoWorker(t *testing.T) {

@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"syscall"
@@ -137,7 +138,8 @@ func creds(dir string, insecure bool, addrs ...string) (key []byte, srv, cli *tl
 }
 
 // clusterFlags are the flags the cluster commands add to the run flags.
-var clusterFlags = map[string]bool{"listen": true, "certs": true, "insecure": true, "wait-workers": true, "call-timeout": true, "slots": true, "workers": true}
+var clusterFlags = map[string]bool{"listen": true, "certs": true, "insecure": true, "wait-workers": true, "call-timeout": true, "slots": true, "workers": true,
+	"max-tasks": true}
 
 // addRunFlagsExceptWorkers adds the run flags without --workers (the
 // clients run at once in one process; in a cluster the workers' --slots
@@ -169,6 +171,7 @@ type ServerOptions struct {
 	Insecure    bool
 	WaitWorkers int
 	CallTimeout time.Duration
+	MaxTasks    int
 }
 
 func newServerCmd(stdout, stderr io.Writer) *cobra.Command {
@@ -198,6 +201,7 @@ TLS; --insecure allows plain text on loopback addresses only.`,
 	f.BoolVar(&o.Insecure, "insecure", false, "no encryption or authentication (loopback addresses only)")
 	f.IntVar(&o.WaitWorkers, "wait-workers", 1, "workers to wait for before the first round")
 	f.DurationVar(&o.CallTimeout, "call-timeout", rpc.DefaultCallTimeout, "deadline of one client task")
+	f.IntVar(&o.MaxTasks, "max-tasks", 0, "tasks in flight across all workers (0: the sum of their slots; set it to the cores when the workers share one machine)")
 	return cmd
 }
 
@@ -210,13 +214,16 @@ func RunServer(ctx context.Context, o *ServerOptions, stdout, stderr io.Writer) 
 	if o.WaitWorkers < 0 {
 		return usagef("--wait-workers %d must not be negative", o.WaitWorkers)
 	}
+	if o.MaxTasks < 0 {
+		return usagef("--max-tasks %d must not be negative (0: no cap beyond the workers' slots)", o.MaxTasks)
+	}
 	key, _, cliTLS, err := creds(o.Certs, o.Insecure, o.Listen)
 	if err != nil {
 		return err
 	}
 	logf := lineLogger(stderr, "server")
 	coord, err := cluster.StartCoordinator(cluster.CoordinatorConfig{Bind: o.Listen, Key: key, TLS: cliTLS, Insecure: o.Insecure,
-		Run: cfg, CallTimeout: o.CallTimeout, Log: logf})
+		Run: cfg, CallTimeout: o.CallTimeout, MaxTasks: o.MaxTasks, Log: logf})
 	if err != nil {
 		return err
 	}
@@ -335,6 +342,7 @@ type ClusterOptions struct {
 	Run      RunOptions
 	Workers  int
 	Slots    int
+	MaxTasks int
 	Insecure bool
 	// RunArgs are the run flags given, passed on to the server process.
 	RunArgs []string
@@ -366,8 +374,15 @@ Ctrl-C (each child in its own process group, terminated, then killed).`,
 	addRunFlagsExceptWorkers(f, &o.Run)
 	f.IntVar(&o.Workers, "workers", 2, "worker processes")
 	f.IntVar(&o.Slots, "slots", 1, "tasks each worker runs at once")
+	f.IntVar(&o.MaxTasks, "max-tasks", runtime.GOMAXPROCS(0), "tasks in flight across all workers (default: the cores, as fedsim run's --workers; 0: every slot)")
 	f.BoolVar(&o.Insecure, "insecure", false, "plain text on loopback (default: fresh credentials)")
 	return cmd
+}
+
+// workerThreads is a local cluster worker's GOMAXPROCS: the cores shared
+// by the tasks that may run at once (at least one).
+func workerThreads(cores, maxTasks int) int {
+	return max(1, cores/max(1, maxTasks))
 }
 
 // child is a process of the local cluster.
@@ -378,12 +393,15 @@ type child struct {
 	err  error
 }
 
-func startChild(name string, args []string, out, errw io.Writer, onLine func(string)) (*child, error) {
+func startChild(name string, args, env []string, out, errw io.Writer, onLine func(string)) (*child, error) {
 	exe, err := os.Executable()
 	if err != nil {
 		return nil, fmt.Errorf("cluster: finding this program to start %s: %w", name, err)
 	}
 	cmd := exec.Command(exe, args...)
+	if env != nil {
+		cmd.Env = append(os.Environ(), env...)
+	}
 	// Own process group: a terminal's Ctrl-C reaches only us, and we stop
 	// each child with everything it started. Pdeathsig: no orphan if we
 	// are killed.
@@ -467,6 +485,9 @@ func RunCluster(ctx context.Context, o *ClusterOptions, stdout, stderr io.Writer
 	if o.Workers < 1 || o.Slots < 1 {
 		return usagef("--workers %d and --slots %d: want at least 1", o.Workers, o.Slots)
 	}
+	if o.MaxTasks < 0 {
+		return usagef("--max-tasks %d must not be negative (0: every worker slot at once)", o.MaxTasks)
+	}
 	// Check the experiment here, before any process starts.
 	cfg, _, err := resolveRunConfig(&o.Run)
 	if err != nil {
@@ -487,8 +508,10 @@ func RunCluster(ctx context.Context, o *ClusterOptions, stdout, stderr io.Writer
 		credArgs = []string{"--certs", dir}
 	}
 	addr := make(chan string, 1)
-	args := append([]string{"server", "--listen", "127.0.0.1:0", "--wait-workers", fmt.Sprint(o.Workers)}, credArgs...)
-	srv, err := startChild("server", append(args, o.RunArgs...), stdout, stderr, func(line string) {
+	// The processes share this machine's cores: the server runs at most
+	// --max-tasks tasks at once across the workers, as fedsim run does.
+	args := append([]string{"server", "--listen", "127.0.0.1:0", "--wait-workers", fmt.Sprint(o.Workers), "--max-tasks", fmt.Sprint(o.MaxTasks)}, credArgs...)
+	srv, err := startChild("server", append(args, o.RunArgs...), nil, stdout, stderr, func(line string) {
 		if a, ok := strings.CutPrefix(line, "fedsim server: gossip at "); ok {
 			a, _, _ = strings.Cut(a, ";")
 			select {
@@ -518,10 +541,19 @@ func RunCluster(ctx context.Context, o *ClusterOptions, stdout, stderr io.Writer
 	case <-ctx.Done():
 		return ctx.Err()
 	}
+	// A worker's kernels split across GOMAXPROCS threads. With at most
+	// --max-tasks tasks at once on this machine, a task gets its share of
+	// the cores, as clients do in one process (where they share one pool of
+	// threads); more threads than cores make the kernels' chunks wait for
+	// each other. A GOMAXPROCS set by the user wins.
+	var workerEnv []string
+	if _, set := os.LookupEnv("GOMAXPROCS"); !set && o.MaxTasks > 0 {
+		workerEnv = []string{fmt.Sprintf("GOMAXPROCS=%d", workerThreads(runtime.GOMAXPROCS(0), o.MaxTasks))}
+	}
 	for i := range o.Workers {
 		name := fmt.Sprintf("worker %d", i+1)
 		wargs := append([]string{"worker", "--join", join, "--slots", fmt.Sprint(o.Slots), "--name", fmt.Sprintf("worker-%d", i+1)}, credArgs...)
-		w, err := startChild(name, wargs, stdout, stderr, nil)
+		w, err := startChild(name, wargs, workerEnv, stdout, stderr, nil)
 		if err != nil {
 			return err
 		}

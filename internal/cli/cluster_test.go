@@ -54,6 +54,16 @@ func TestCertsWritesCredentials(t *testing.T) {
 	}
 }
 
+// A local cluster's workers split the cores among the tasks that may run
+// at once.
+func TestWorkerThreads(t *testing.T) {
+	for _, c := range []struct{ cores, tasks, want int }{{2, 2, 1}, {8, 2, 4}, {8, 3, 2}, {2, 4, 1}, {4, 0, 4}} {
+		if got := workerThreads(c.cores, c.tasks); got != c.want {
+			t.Errorf("%d cores, %d tasks at once: %d threads per worker, want %d", c.cores, c.tasks, got, c.want)
+		}
+	}
+}
+
 func TestClusterFlagErrors(t *testing.T) {
 	cases := []struct {
 		args []string
@@ -69,6 +79,8 @@ func TestClusterFlagErrors(t *testing.T) {
 		{[]string{"server", "--certs", "/nonexistent", "--listen", "127.0.0.1:0"}, "fedsim certs"},
 		{[]string{"cluster", "--workers", "0"}, "--workers 0"},
 		{[]string{"cluster", "--fraction", "2"}, "fraction 2"},
+		{[]string{"cluster", "--max-tasks", "-1"}, "--max-tasks -1"},
+		{[]string{"server", "--max-tasks", "-2", "--insecure", "--listen", "127.0.0.1:0"}, "--max-tasks -2"},
 	}
 	for _, c := range cases {
 		var out, errb bytes.Buffer
@@ -78,8 +90,6 @@ func TestClusterFlagErrors(t *testing.T) {
 		}
 	}
 }
-
-var wallRE = regexp.MustCompile(`"wall_s":[0-9.e+-]+`)
 
 // metricsLines returns metrics.jsonl's lines, with wall_s blanked when
 // blank is set (to compare runs).
@@ -91,7 +101,7 @@ func metricsLines(t *testing.T, dir string, blank bool) []string {
 	}
 	s := strings.TrimSpace(string(b))
 	if blank {
-		s = wallRE.ReplaceAllString(s, `"wall_s":_`)
+		s = sim.BlankTimings(s)
 	}
 	if s == "" {
 		return nil

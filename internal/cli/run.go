@@ -105,6 +105,7 @@ var flagHelp = map[string]string{
 	"server_tm_lr":        "server-tm: initial learnable student step size",
 	"server_tm_steps":     "server-tm: fine-tuning SGD steps after every aggregation",
 	"server_tm_fine_lr":   "server-tm: fine-tuning learning rate (momentum 0.9, cosine schedule)",
+	"distill_init":        "where the clients' synthetic images start: real or noise (default: real; noise with --dp-*)",
 	"dropout":             "probability that a sampled client never answers",
 	"stragglers":          "probability that a sampled client answers after the deadline",
 	"seed":                "random seed (one seed gives identical metrics)",
@@ -115,6 +116,7 @@ var flagHelp = map[string]string{
 	"dp_clip":             "differential privacy: clipping norm C (per example for distillation, per client update for fedavg)",
 	"dp_delta":            "differential privacy: δ",
 	"dp_sample_rate":      "private distillation: probability that a real example joins an iteration (Poisson sampling)",
+	"dp_center":           "private dm: clip each real embedding's offset from the synthetic class mean, not the embedding (pair with a smaller --dp-clip)",
 }
 
 // addRunFlags registers the experiment flags, bound to o.Config (which
