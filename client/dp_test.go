@@ -146,18 +146,27 @@ func TestDistillInit(t *testing.T) {
 		}
 		return true
 	}
-	for _, tc := range []struct {
-		init     string
-		wantReal bool
-	}{{"", true}, {InitReal, true}, {InitNoise, false}} {
-		task := base
-		task.Init = tc.init
-		r := c.Handle(context.Background(), &task)
-		if r.Status != StatusOK {
-			t.Fatalf("init %q: %s", tc.init, r.Error)
-		}
-		if got := real(r); got != tc.wantReal {
-			t.Fatalf("init %q with no iterations: synthetic images are the client's own: %v, want %v", tc.init, got, tc.wantReal)
+	m, _ := nn.New[float32]("convnet-w4", []int{1, 8, 8}, 3, tensor.NewRNG(2, 0))
+	// Every distillation path: DM with fresh networks (distill's DM), GM
+	// with fresh networks and DM around the global model (the matching loop).
+	for _, path := range []Task{
+		{Method: MethodDM, Nets: NetsRandom},
+		{Method: MethodGM, Nets: NetsRandom},
+		{Method: MethodDM, Nets: NetsGlobal, Global: WeightsOf(m)},
+	} {
+		for _, tc := range []struct {
+			init     string
+			wantReal bool
+		}{{"", true}, {InitReal, true}, {InitNoise, false}} {
+			task := base
+			task.Method, task.Nets, task.Global, task.Init = path.Method, path.Nets, path.Global, tc.init
+			r := c.Handle(context.Background(), &task)
+			if r.Status != StatusOK {
+				t.Fatalf("%s/%s init %q: %s", path.Method, path.Nets, tc.init, r.Error)
+			}
+			if got := real(r); got != tc.wantReal {
+				t.Fatalf("%s/%s init %q with no iterations: synthetic images are the client's own: %v, want %v", path.Method, path.Nets, tc.init, got, tc.wantReal)
+			}
 		}
 	}
 	for _, tc := range []struct {

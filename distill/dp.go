@@ -17,7 +17,8 @@ import (
 // sampling, which is what the accountant's subsampled Gaussian mechanism
 // assumes); each drawn example's contribution — its embedding (DM) or its
 // parameter gradient (DC/DSA, Chen et al. 2022's private set generation) —
-// is clipped to L2 norm Clip; the per-class sums get Gaussian noise
+// is clipped to L2 norm Clip (DM with Center: its offset from the synthetic
+// class mean); the per-class sums get Gaussian noise
 // N(0, Noise²·Clip²) on every coordinate before they are divided by the
 // expected class batch SampleRate·n_c. Only the real side is privatized:
 // the synthetic images are a post-processing of the noised sums.
@@ -119,7 +120,8 @@ func AddGaussian(v []float64, std float64, rng *tensor.RNG) {
 
 // DPDMLoss is DMLoss with a privatized real side: the embeddings of the
 // real images (any number, also none: then the target is pure noise) are
-// clipped to dp.Clip each, summed, noised with N(0, dp.Noise²·dp.Clip²)
+// clipped to dp.Clip each (with dp.Center, their offsets from the synthetic
+// images' mean embedding, which is added back after the noise), summed, noised with N(0, dp.Noise²·dp.Clip²)
 // per coordinate from rng, and divided by denom (the expected batch,
 // SampleRate·n_c; the sampled count itself would leak it). The synthetic
 // half is DMLoss's own, so with dp.Noise = 0, dp.Clip = +Inf and denom

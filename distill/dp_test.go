@@ -3,6 +3,7 @@ package distill
 import (
 	"context"
 	"math"
+	"slices"
 	"strings"
 	"testing"
 
@@ -421,7 +422,31 @@ func TestDPDMCenter(t *testing.T) {
 		}
 		return l
 	}
-	loss(grad)
+	got := loss(grad)
+	// The synthetic side by hand: μ + mean clip(e_i − μ), not mean clip(e_i).
+	tp := ag.NewTape[float64]()
+	e := m.Embed(tp.Const(syn), nn.BindConst(tp, m)).Value
+	n, d := e.Shape[0], len(center)
+	side := slices.Clone(center)
+	for i := range n {
+		var ss float64
+		for j := range d {
+			o := e.Data[i*d+j] - center[j]
+			ss += o * o
+		}
+		s := math.Min(1, clip/math.Sqrt(ss+1e-12))
+		for j := range d {
+			side[j] += s * (e.Data[i*d+j] - center[j]) / float64(n)
+		}
+	}
+	tp.Release()
+	var want float64
+	for j := range d {
+		want += (target.Data[j] - side[j]) * (target.Data[j] - side[j])
+	}
+	if math.Abs(got-want) > 1e-9*math.Abs(want) {
+		t.Fatalf("centered synthetic side: loss %.12g, by hand %.12g", got, want)
+	}
 	const h = 1e-6
 	for _, i := range []int{0, 31, 64, 129, 191} {
 		v := syn.Data[i]

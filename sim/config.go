@@ -247,13 +247,23 @@ func (c Config) Resolve() (Config, error) {
 		bad("perturb %g: want a non-negative number", c.Perturb)
 	}
 	switch c.DistillInit {
-	case "", client.InitNoise:
+	case "":
+	case client.InitNoise:
+		if c.Distill == "none" {
+			bad("distill_init %s: there is no distillation to start (distill none)", c.DistillInit)
+		}
 	case client.InitReal:
+		if c.Distill == "none" {
+			bad("distill_init %s: there is no distillation to start (distill none)", c.DistillInit)
+		}
 		if c.DPEnabled() {
 			bad("distill_init real with differential privacy: the real images would be released as they are; use noise (the default with dp)")
 		}
 	default:
 		bad("distill_init %q: want real or noise", c.DistillInit)
+	}
+	if c.DPCenter && !c.DPEnabled() {
+		bad("dp_center without differential privacy: give dp_epsilon or dp_noise, or drop dp_center")
 	}
 	if c.LocalEpochs < 1 || c.LocalBatch < 1 {
 		bad("local_epochs %d and local_batch %d: want at least 1", c.LocalEpochs, c.LocalBatch)
@@ -350,11 +360,14 @@ func (c *Config) resolveDP() error {
 	if c.Distill != "none" && (c.Strategy == "oneshot" || c.Strategy == "feddm") && !(c.DPSampleRate > 0 && c.DPSampleRate <= 1) {
 		return fmt.Errorf("dp_sample_rate %g: want a rate in (0, 1] (the probability that a real example joins an iteration)", c.DPSampleRate)
 	}
-	if c.Distill == "gm" {
+	if c.Distill != "none" {
 		m, err := nn.New[float32](c.Model, []int{1, 28, 28}, 10, tensor.NewRNG(0, 0))
 		if b, ok := m.(nn.Buffered[float32]); err == nil && ok && len(b.Buffers()) > 0 {
-			return fmt.Errorf("dp: private gradient matching clips per-example gradients, which batch norm mixes: use a model without batch norm (e.g. convnet-w32), not %s", c.Model)
+			return fmt.Errorf("dp: private distillation clips each example's embedding or gradient, which batch norm mixes with the other examples': use a model without batch norm (e.g. convnet-w32), not %s", c.Model)
 		}
+	}
+	if c.DPCenter && c.Distill != "dm" {
+		return fmt.Errorf("dp_center: centered clipping is for private distribution matching (distill dm), not distill %s", c.Distill)
 	}
 	q, steps, first := c.dpSteps()
 	s := privacy.Settings{Noise: c.DPNoise, Epsilon: c.DPEpsilon, Clip: c.DPClip, Delta: c.DPDelta}

@@ -42,8 +42,8 @@ type Metrics struct {
 	// unreachable workers); empty in process.
 	TransportEvents map[string]int64 `json:"transport_events,omitempty"`
 	WallS           float64          `json:"wall_s"`
-	// ClientsS is the round's client phase (first task sent to last reply
-	// in), ServerS the server's aggregation (EndRound: training on the
+	// ClientsS is the round's client phase (encoding the first task to the
+	// last reply in), ServerS the server's aggregation (EndRound: training on the
 	// synthetic union, fine-tuning): where a round's time goes, to compare
 	// transports. Timings, like WallS.
 	ClientsS float64 `json:"clients_s"`

@@ -247,6 +247,10 @@ func TestConfigErrors(t *testing.T) {
 		{func(c *Config) { c.Out = "" }, "out"},
 		{func(c *Config) { c.DistillInit = "zeros" }, `distill_init "zeros"`},
 		{func(c *Config) { c.DistillInit, c.DPEpsilon, c.DPClip = "real", 10, 1 }, "real images would be released"},
+		{func(c *Config) { c.DistillInit, c.Distill = "noise", "none" }, "no distillation to start"},
+		{func(c *Config) { c.DPCenter = true }, "dp_center without differential privacy"},
+		{func(c *Config) { c.DPCenter, c.Distill, c.DPEpsilon, c.DPClip = true, "gm", 10, 1 }, "not distill gm"},
+		{func(c *Config) { c.DPEpsilon, c.DPClip, c.Model = 10, 1, "convnet-bn" }, "batch norm"},
 	}
 	for _, tc := range cases {
 		c := DefaultConfig()

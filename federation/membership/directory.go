@@ -20,7 +20,7 @@ import (
 // than its slots while another sits idle: a client's task goes to its
 // Assign owner when that worker has a free slot, else to the free worker
 // next in the client's rendezvous order, and waits while every slot is
-// taken. Any worker can run any client's task (workers rebuild every client
+// taken or while LimitInFlight's cap of tasks is reached. Any worker can run any client's task (workers rebuild every client
 // from the run's configuration, and the only state a client keeps between
 // tasks, its privacy ledger, travels with the task), so this changes
 // where a task runs, never its result.
@@ -220,9 +220,11 @@ func (d *Directory) placeLocked(id int) (string, time.Duration, chan struct{}, i
 		slices.SortFunc(d.live, func(a, b Member) int { return cmp.Compare(a.Name, b.Name) })
 	}
 	if d.maxInFlight > 0 {
+		// Only live workers' tasks count: calls still held by a worker that
+		// vanished or hangs must not stop the others.
 		n := 0
-		for _, b := range d.busy {
-			n += b
+		for _, m := range d.live {
+			n += d.busy[m.Addr]
 		}
 		if n >= d.maxInFlight {
 			return "", wake, d.changed, len(d.live)

@@ -145,26 +145,48 @@ func TestDirectoryLimitInFlight(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	done := make(chan error, 1)
+	type result struct {
+		addr string
+		err  error
+	}
+	done := make(chan result, 1)
 	go func() {
-		_, err := d.Lookup(context.Background(), 1)
-		done <- err
+		addr, err := d.Lookup(context.Background(), 1)
+		done <- result{addr, err}
 	}()
 	select {
-	case err := <-done:
-		t.Fatalf("a lookup past the cap returned (err %v)", err)
+	case r := <-done:
+		t.Fatalf("a lookup past the cap returned (%q, %v)", r.addr, r.err)
 	case <-time.After(50 * time.Millisecond):
 	}
 	d.LimitInFlight(0)
 	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatal(err)
+	case r := <-done:
+		if r.err != nil {
+			t.Fatal(r.err)
 		}
+		d.Release(r.addr)
 	case <-time.After(5 * time.Second):
 		t.Fatal("lifting the cap did not wake the waiting lookup")
 	}
 	d.Release(a)
+	var b string
+	// A task held by a worker that left does not count against the cap.
+	d.LimitInFlight(1)
+	b, err = d.Lookup(context.Background(), 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"w1", "w2", "w3", "w4"} {
+		if name == b {
+			d.Remove(name)
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if c, err := d.Lookup(ctx, 3); err != nil || c == b {
+		t.Fatalf("with the cap's one task on a departed worker: lookup gave %q, %v; want another worker at once", c, err)
+	}
 }
 
 // With no live worker a lookup fails after the directory's limit, naming

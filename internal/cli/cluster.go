@@ -379,10 +379,16 @@ Ctrl-C (each child in its own process group, terminated, then killed).`,
 	return cmd
 }
 
-// workerThreads is a local cluster worker's GOMAXPROCS: the cores shared
-// by the tasks that may run at once (at least one).
-func workerThreads(cores, maxTasks int) int {
-	return max(1, cores/max(1, maxTasks))
+// workerThreads is a local cluster worker's GOMAXPROCS: its share of the
+// cores, by the tasks it may run at once (its slots, or fewer under the
+// cap) among all the tasks that may run at once (at least one thread).
+func workerThreads(cores, maxTasks, workers, slots int) int {
+	total := workers * slots
+	if maxTasks > 0 {
+		total = min(total, maxTasks)
+	}
+	total = max(total, 1)
+	return max(1, cores*min(slots, total)/total)
 }
 
 // child is a process of the local cluster.
@@ -542,13 +548,13 @@ func RunCluster(ctx context.Context, o *ClusterOptions, stdout, stderr io.Writer
 		return ctx.Err()
 	}
 	// A worker's kernels split across GOMAXPROCS threads. With at most
-	// --max-tasks tasks at once on this machine, a task gets its share of
-	// the cores, as clients do in one process (where they share one pool of
-	// threads); more threads than cores make the kernels' chunks wait for
-	// each other. A GOMAXPROCS set by the user wins.
+	// --max-tasks tasks at once on this machine, a worker gets the share of
+	// the cores of the tasks it may run, as clients do in one process (where
+	// they share one pool of threads); more threads than cores make the
+	// kernels' chunks wait for each other. A GOMAXPROCS set by the user wins.
 	var workerEnv []string
 	if _, set := os.LookupEnv("GOMAXPROCS"); !set && o.MaxTasks > 0 {
-		workerEnv = []string{fmt.Sprintf("GOMAXPROCS=%d", workerThreads(runtime.GOMAXPROCS(0), o.MaxTasks))}
+		workerEnv = []string{fmt.Sprintf("GOMAXPROCS=%d", workerThreads(runtime.GOMAXPROCS(0), o.MaxTasks, o.Workers, o.Slots))}
 	}
 	for i := range o.Workers {
 		name := fmt.Sprintf("worker %d", i+1)

@@ -57,9 +57,16 @@ func TestCertsWritesCredentials(t *testing.T) {
 // A local cluster's workers split the cores among the tasks that may run
 // at once.
 func TestWorkerThreads(t *testing.T) {
-	for _, c := range []struct{ cores, tasks, want int }{{2, 2, 1}, {8, 2, 4}, {8, 3, 2}, {2, 4, 1}, {4, 0, 4}} {
-		if got := workerThreads(c.cores, c.tasks); got != c.want {
-			t.Errorf("%d cores, %d tasks at once: %d threads per worker, want %d", c.cores, c.tasks, got, c.want)
+	for _, c := range []struct{ cores, maxTasks, workers, slots, want int }{
+		{2, 2, 4, 1, 1}, // the benchmark: 4 workers, 2 tasks at once on 2 cores
+		{8, 8, 2, 1, 4}, // 2 workers can run only 2 tasks: 4 cores each
+		{2, 2, 1, 2, 2}, // one worker runs both tasks
+		{8, 3, 4, 1, 2},
+		{2, 0, 4, 1, 1}, // no cap: 4 tasks share 2 cores
+		{4, 0, 1, 1, 4},
+	} {
+		if got := workerThreads(c.cores, c.maxTasks, c.workers, c.slots); got != c.want {
+			t.Errorf("%d cores, cap %d, %d workers × %d slots: %d threads per worker, want %d", c.cores, c.maxTasks, c.workers, c.slots, got, c.want)
 		}
 	}
 }
@@ -91,8 +98,8 @@ func TestClusterFlagErrors(t *testing.T) {
 	}
 }
 
-// metricsLines returns metrics.jsonl's lines, with wall_s blanked when
-// blank is set (to compare runs).
+// metricsLines returns metrics.jsonl's lines, with the timings blanked
+// when blank is set (to compare runs).
 func metricsLines(t *testing.T, dir string, blank bool) []string {
 	t.Helper()
 	b, err := os.ReadFile(filepath.Join(dir, sim.MetricsFile))

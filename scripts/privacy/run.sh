@@ -9,6 +9,7 @@
 # tables and `fedsim attack plot` the ROC plots.
 #
 #   scripts/privacy/run.sh tiny   # smoke test, a few minutes on 2 cores
+#   scripts/privacy/run.sh dm     # the comparison without gradient matching (3 seeds, about 35 min each)
 #   scripts/privacy/run.sh full   # the comparison (see README.md for time)
 #
 # Settings can be overridden from the environment (SEEDS, EPSILONS, …).
@@ -21,12 +22,16 @@ if [ "$MODE" = tiny ]; then
 	: "${SEEDS:=1}" "${TRAIN_LIMIT:=1000}" "${TEST_LIMIT:=500}" "${CLIENTS:=4}" "${ROUNDS:=1}" "${FRACTION:=0.5}"
 	: "${ITERS:=2}" "${EPSILONS:=10}" "${MEMBERS:=50}" "${SHADOWS:=2}" "${SHADOW_EPOCHS:=2}" "${RAW_EPOCHS:=1}"
 	: "${DLG_ITERS:=20}" "${DLG_BATCHES:=1}" "${LEAK_IMAGES:=20}" "${BOOT:=20}" "${MODEL:=convnet-w8}"
-elif [ "$MODE" = full ]; then
+elif [ "$MODE" = full ] || [ "$MODE" = dm ]; then
+	if [ "$MODE" = dm ]; then
+		OUT=${OUT_DM:-$OUT/dm}
+		: "${METHODS:=dm}" "${EPSILONS:=1 10}" "${DLG_BATCHES:=1 4}"
+	fi
 	: "${SEEDS:=1 2 3}" "${TRAIN_LIMIT:=0}" "${TEST_LIMIT:=0}" "${CLIENTS:=50}" "${ROUNDS:=5}" "${FRACTION:=0.2}"
 	: "${ITERS:=20}" "${EPSILONS:=1 4 10}" "${MEMBERS:=1000}" "${SHADOWS:=16}" "${SHADOW_EPOCHS:=30}" "${RAW_EPOCHS:=8}"
 	: "${DLG_ITERS:=300}" "${DLG_BATCHES:=1 2 4}" "${LEAK_IMAGES:=200}" "${BOOT:=200}" "${MODEL:=convnet-w32}"
 else
-	echo "usage: $0 tiny|full" >&2
+	echo "usage: $0 tiny|dm|full" >&2
 	exit 2
 fi
 # Clipping norms: DM clips embeddings, whose norm is about 12.4 for a random
@@ -69,13 +74,20 @@ attacks() {
 		--shadow-cache "$OUT/seed$seed/shadows.json" --out "$dir/lira" --json >/dev/null; }
 }
 
+: "${METHODS:=dm gm}"
+has() { case " $METHODS " in *" $1 "*) return 0 ;; esac; return 1; }
 for seed in $SEEDS; do
 	run fedavg "$seed" --distill none --strategy fedavg
-	run dm "$seed" --distill dm
-	run gm "$seed" --distill gm
+	for m in dm gm; do
+		has $m && run $m "$seed" --distill $m
+	done
+	# DM from noise without privacy: DP-DM's own starting point, so that
+	# the price of the noise is told apart from that of not starting from
+	# real images.
+	has dm && run dm_noise "$seed" --distill dm --distill-init noise
 	for eps in $EPSILONS; do
-		run "dm_dp_eps$eps" "$seed" --distill dm --dp-epsilon "$eps" --dp-clip "$DM_DP_CLIP" --dp-delta "$DP_DELTA" --dp-sample-rate "$DP_Q"
-		run "gm_dp_eps$eps" "$seed" --distill gm --dp-epsilon "$eps" --dp-clip "$GM_DP_CLIP" --dp-delta "$DP_DELTA" --dp-sample-rate "$DP_Q"
+		has dm && run "dm_dp_eps$eps" "$seed" --distill dm --dp-epsilon "$eps" --dp-clip "$DM_DP_CLIP" --dp-delta "$DP_DELTA" --dp-sample-rate "$DP_Q" $DM_DP_FLAGS
+		has gm && run "gm_dp_eps$eps" "$seed" --distill gm --dp-epsilon "$eps" --dp-clip "$GM_DP_CLIP" --dp-delta "$DP_DELTA" --dp-sample-rate "$DP_Q"
 		run "fedavg_dp_eps$eps" "$seed" --distill none --strategy fedavg --dp-epsilon "$eps" --dp-clip "$FEDAVG_DP_CLIP" --dp-delta "$DP_DELTA"
 	done
 	raw=$OUT/seed$seed/raw

@@ -5,8 +5,8 @@
 # alternating which goes first, each under /usr/bin/time -v. Prints one line
 # per pair (wall and CPU of both, the ratio) and the median ratio; the runs
 # are in $OUT (default results/federated/cluster-pairs). The metrics of every
-# cluster run must equal the in-process run's apart from wall_s; the script
-# checks that too. Run it on a machine with nothing else running.
+# cluster run must equal the in-process run's apart from the timings
+# (wall_s, clients_s, server_s); the script checks that too. Run it on a machine with nothing else running.
 #
 #   scripts/results/cluster_overhead.sh            # 5 pairs, about 16 min on 2 cores
 #   PAIRS=3 CLUSTER_FLAGS="--max-tasks 0" scripts/results/cluster_overhead.sh
