@@ -9,7 +9,7 @@
 # tables and `fedsim attack plot` the ROC plots.
 #
 #   scripts/privacy/run.sh tiny   # smoke test, a few minutes on 2 cores
-#   scripts/privacy/run.sh dm     # the comparison without gradient matching (3 seeds, about 35 min each)
+#   scripts/privacy/run.sh dm     # without gradient matching, on 5000 images (see README.md)
 #   scripts/privacy/run.sh full   # the comparison (see README.md for time)
 #
 # Settings can be overridden from the environment (SEEDS, EPSILONS, …).
@@ -21,11 +21,14 @@ if [ "$MODE" = tiny ]; then
 	OUT=${OUT_TINY:-$OUT/tiny}
 	: "${SEEDS:=1}" "${TRAIN_LIMIT:=1000}" "${TEST_LIMIT:=500}" "${CLIENTS:=4}" "${ROUNDS:=1}" "${FRACTION:=0.5}"
 	: "${ITERS:=2}" "${EPSILONS:=10}" "${MEMBERS:=50}" "${SHADOWS:=2}" "${SHADOW_EPOCHS:=2}" "${RAW_EPOCHS:=1}"
-	: "${DLG_ITERS:=20}" "${DLG_BATCHES:=1}" "${LEAK_IMAGES:=20}" "${BOOT:=20}" "${MODEL:=convnet-w8}"
+	: "${DM_PRIVATE_ITERS:=2}" "${DLG_ITERS:=20}" "${DLG_BATCHES:=1}" "${LEAK_IMAGES:=20}" "${BOOT:=20}" "${MODEL:=convnet-w8}"
 elif [ "$MODE" = full ] || [ "$MODE" = dm ]; then
 	if [ "$MODE" = dm ]; then
+		# Without gradient matching, on 5000 training images (100 per
+		# client): a model trained on few images remembers them, so the
+		# raw-data model shows what the attacks can do.
 		OUT=${OUT_DM:-$OUT/dm}
-		: "${METHODS:=dm}" "${EPSILONS:=1 10}" "${DLG_BATCHES:=1 4}"
+		: "${METHODS:=dm}" "${EPSILONS:=1 10}" "${DLG_BATCHES:=1 4}" "${TRAIN_LIMIT:=5000}" "${RAW_EPOCHS:=30}" "${SHADOWS:=8}"
 	fi
 	: "${SEEDS:=1 2 3}" "${TRAIN_LIMIT:=0}" "${TEST_LIMIT:=0}" "${CLIENTS:=50}" "${ROUNDS:=5}" "${FRACTION:=0.2}"
 	: "${ITERS:=20}" "${EPSILONS:=1 4 10}" "${MEMBERS:=1000}" "${SHADOWS:=16}" "${SHADOW_EPOCHS:=30}" "${RAW_EPOCHS:=8}"
@@ -34,11 +37,16 @@ else
 	echo "usage: $0 tiny|dm|full" >&2
 	exit 2
 fi
-# Clipping norms: DM clips embeddings, whose norm is about 12.4 for a random
-# convnet-w32 on MNIST (all examples within 11.8–13.5), so C = 12 clips
-# little and keeps the signal-to-noise ratio; GM clips per-example
-# gradients and FedAvg client updates (C = 1: untuned).
-: "${DM_DP_CLIP:=12}" "${GM_DP_CLIP:=1}" "${FEDAVG_DP_CLIP:=1}" "${DP_DELTA:=1e-5}" "${DP_Q:=0.5}"
+# Private DM clips each real embedding's offset from the synthetic class
+# mean (--dp-center): for a random convnet-w32 on MNIST embeddings have norm
+# about 12.4 but lie about 4 from their class mean, so C = 4 clips little
+# once the synthetic images are near the class and puts a third of the
+# noise of C = 12 on the means. Private DM starts from noise and runs
+# DM_PRIVATE_ITERS iterations (20 from noise leave the images half made);
+# dm_noise is the same without privacy. GM clips per-example gradients and
+# FedAvg client updates (C = 1: untuned).
+: "${DM_DP_CLIP:=4}" "${DM_DP_FLAGS:=--dp-center}" "${DM_PRIVATE_ITERS:=200}"
+: "${GM_DP_CLIP:=1}" "${FEDAVG_DP_CLIP:=1}" "${DP_DELTA:=1e-5}" "${DP_Q:=0.5}"
 BIN=${FEDSIM:-$OUT/bin/fedsim}
 mkdir -p "$OUT" "$(dirname "$BIN")"
 if [ -z "${FEDSIM:-}" ]; then
@@ -84,9 +92,10 @@ for seed in $SEEDS; do
 	# DM from noise without privacy: DP-DM's own starting point, so that
 	# the price of the noise is told apart from that of not starting from
 	# real images.
-	has dm && run dm_noise "$seed" --distill dm --distill-init noise
+	has dm && run dm_noise "$seed" --distill dm --distill-init noise --distill-iters "$DM_PRIVATE_ITERS"
 	for eps in $EPSILONS; do
-		has dm && run "dm_dp_eps$eps" "$seed" --distill dm --dp-epsilon "$eps" --dp-clip "$DM_DP_CLIP" --dp-delta "$DP_DELTA" --dp-sample-rate "$DP_Q" $DM_DP_FLAGS
+		has dm && run "dm_dp_eps$eps" "$seed" --distill dm --dp-epsilon "$eps" --dp-clip "$DM_DP_CLIP" --dp-delta "$DP_DELTA" --dp-sample-rate "$DP_Q" \
+			--distill-iters "$DM_PRIVATE_ITERS" $DM_DP_FLAGS
 		has gm && run "gm_dp_eps$eps" "$seed" --distill gm --dp-epsilon "$eps" --dp-clip "$GM_DP_CLIP" --dp-delta "$DP_DELTA" --dp-sample-rate "$DP_Q"
 		run "fedavg_dp_eps$eps" "$seed" --distill none --strategy fedavg --dp-epsilon "$eps" --dp-clip "$FEDAVG_DP_CLIP" --dp-delta "$DP_DELTA"
 	done

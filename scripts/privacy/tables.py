@@ -54,13 +54,14 @@ def fmt(m, s, digits=3, scale=1.0):
 
 
 def order(name):
-    m = re.match(r"([a-z]+)(_dp_eps([0-9.]+))?$", name)
+    m = re.match(r"([a-z]+)(_noise)?(_dp_eps([0-9.]+))?$", name)
     base = ["raw", "fedavg", "dm", "gm"]
     if not m:
-        return (99, 0, name)
+        return (99, 0, 0, name)
     b = base.index(m.group(1)) if m.group(1) in base else 98
-    eps = float(m.group(3)) if m.group(3) else float("inf")
-    return (b, -eps, name)
+    eps = float(m.group(4)) if m.group(4) else float("inf")
+    # non-private from real images, from noise, then private by falling ε
+    return (b, -eps, 1 if m.group(2) else 0, name)
 
 
 def write(out, stem, header, rows, title):
