@@ -73,24 +73,36 @@ func (d *dm) Step(ctx context.Context, it int) (float64, error) {
 // into grad (syn's shape). aug, if not nil, is applied to both batches
 // (Siamese augmentation). The real embedding is computed without a graph.
 func DMLoss[T tensor.Float](m nn.Embedder[T], real, syn *tensor.Tensor[T], aug *data.Augmentation, grad *tensor.Tensor[T]) (float64, error) {
-	tp := ag.NewTape[T]()
-	defer tp.Release()
-	var target *tensor.Tensor[T]
-	tp.NoGrad(func() {
-		x := tp.Const(real)
-		if aug != nil {
-			x = data.Apply(aug, x)
-		}
-		mean := ag.MeanAxes(m.Embed(x, nn.BindConst(tp, m)), []int{0}, false)
-		if tp.Err() == nil {
-			target = mean.Value.Clone()
-		}
-	})
-	if err := tp.Err(); err != nil {
+	target, err := embedConst(m, real, aug, true)
+	if err != nil {
 		return 0, err
 	}
-	tp.Release() // the real batch's activations are no longer needed
+	tp := ag.NewTape[T]()
+	defer tp.Release()
 	return dmMatch(tp, m, target, syn, aug, 0, nil, grad)
+}
+
+// embedConst returns m's embeddings of A(x) (aug nil: x), one row per
+// image, or their mean over the images when mean is set, computed without
+// a graph on a tape of its own (released on return).
+func embedConst[T tensor.Float](m nn.Embedder[T], x *tensor.Tensor[T], aug *data.Augmentation, mean bool) (*tensor.Tensor[T], error) {
+	tp := ag.NewTape[T]()
+	defer tp.Release()
+	var out *tensor.Tensor[T]
+	tp.NoGrad(func() {
+		v := tp.Const(x)
+		if aug != nil {
+			v = data.Apply(aug, v)
+		}
+		e := m.Embed(v, nn.BindConst(tp, m))
+		if mean {
+			e = ag.MeanAxes(e, []int{0}, false)
+		}
+		if tp.Err() == nil {
+			out = e.Value.Clone()
+		}
+	})
+	return out, tp.Err()
 }
 
 // dmMatch is DMLoss's synthetic half: the loss ‖target − mean embed(A(syn))‖²

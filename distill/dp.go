@@ -3,7 +3,6 @@ package distill
 import (
 	"fmt"
 	"math"
-	"slices"
 
 	ag "github.com/fedsim/fedsim/autograd"
 	"github.com/fedsim/fedsim/data"
@@ -191,42 +190,20 @@ func dpDMTarget[T tensor.Float](m nn.Embedder[T], real *tensor.Tensor[T], denom 
 	if !(denom > 0) {
 		return nil, nil, fmt.Errorf("distill: dp: denominator %g of the noisy mean must be positive", denom)
 	}
-	tp := ag.NewTape[T]()
-	defer tp.Release()
 	var center []T
 	if dp.Center {
-		tp.NoGrad(func() {
-			x := tp.Const(syn)
-			if aug != nil {
-				x = data.Apply(aug, x)
-			}
-			mean := ag.MeanAxes(m.Embed(x, nn.BindConst(tp, m)), []int{0}, false)
-			if tp.Err() == nil {
-				center = slices.Clone(mean.Value.Data)
-			}
-		})
-		if err := tp.Err(); err != nil {
+		c, err := embedConst(m, syn, aug, true)
+		if err != nil {
 			return nil, nil, err
 		}
-		tp.Release()
+		center = c.Data
 	}
 	var sum []float64
 	if real != nil && real.Shape[0] > 0 {
-		var emb *tensor.Tensor[T]
-		tp.NoGrad(func() {
-			x := tp.Const(real)
-			if aug != nil {
-				x = data.Apply(aug, x)
-			}
-			e := m.Embed(x, nn.BindConst(tp, m))
-			if tp.Err() == nil {
-				emb = e.Value.Clone()
-			}
-		})
-		if err := tp.Err(); err != nil {
+		emb, err := embedConst(m, real, aug, false)
+		if err != nil {
 			return nil, nil, err
 		}
-		tp.Release()
 		n := emb.Shape[0]
 		if center != nil {
 			d := len(center)
@@ -236,19 +213,16 @@ func dpDMTarget[T tensor.Float](m nn.Embedder[T], real *tensor.Tensor[T], denom 
 		}
 		sum, _ = ClipRowsSum(emb.Data, n, len(emb.Data)/n, dp.Clip)
 	} else {
-		// No real image this iteration: the embedding size comes from the
-		// synthetic images (one forward pass without a graph).
-		var d int
-		tp.NoGrad(func() {
-			e := m.Embed(tp.Const(syn), nn.BindConst(tp, m))
-			if tp.Err() == nil {
-				d = len(e.Value.Data) / e.Value.Shape[0]
+		// No real image this iteration: the target is pure noise, of the
+		// embedding's size (the center's, or one synthetic forward pass).
+		d := len(center)
+		if center == nil {
+			e, err := embedConst(m, syn, nil, true)
+			if err != nil {
+				return nil, nil, err
 			}
-		})
-		if err := tp.Err(); err != nil {
-			return nil, nil, err
+			d = len(e.Data)
 		}
-		tp.Release()
 		sum = make([]float64, d)
 	}
 	AddGaussian(sum, dp.noiseStd(), rng)
