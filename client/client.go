@@ -135,8 +135,12 @@ func (o *proxOptimizer) Step(params, grads []*tensor.Tensor[float32]) error {
 // distill condenses the client's data into at most IPC images per class it
 // holds (a class with fewer samples gets as many images as samples).
 func (c *Client) distill(ctx context.Context, t *Task) (*Result, error) {
-	if t.Method != MethodDM && t.Method != MethodGM {
-		return nil, fmt.Errorf("unknown distillation method %q (want %s or %s)", t.Method, MethodDM, MethodGM)
+	if err := CheckMethod(t.Method); err != nil {
+		return nil, err
+	}
+	own := t.Method == MethodDM || t.Method == MethodGM
+	if !own && (t.DP != nil || t.Nets == NetsGlobal) {
+		return nil, fmt.Errorf("distillation method %s runs as package distill defines it: differential privacy and matching around the global model are for %s and %s", t.Method, MethodDM, MethodGM)
 	}
 	if t.IPC < 1 || t.Iterations < 0 || t.BatchReal < 0 || t.LRImg < 0 || t.Perturb < 0 {
 		return nil, fmt.Errorf("bad distillation settings: ipc %d, iterations %d, real batch %d, image lr %g, perturbation %g",
@@ -163,13 +167,16 @@ func (c *Client) distill(ctx context.Context, t *Task) (*Result, error) {
 		if t.Global != nil {
 			return nil, errors.New("one-shot distillation with random networks does not take global weights")
 		}
-		if t.Method == MethodDM {
+		switch t.Method {
+		case MethodDM:
 			perClass, loss, err = c.distillRandom(ctx, t, ipc, init)
-		} else {
+		case MethodGM:
 			// Gradient matching needs a classifier over all the classes
 			// (a relabelled one-class problem has zero gradients), so it
 			// runs the matching loop with fresh networks.
 			perClass, loss, err = c.distillMatch(ctx, t, ipc, init)
+		default:
+			perClass, loss, err = c.distillJoint(ctx, t, init)
 		}
 	case NetsGlobal:
 		if t.Global == nil {
@@ -211,6 +218,76 @@ func assemble(perClass [][]*tensor.Tensor[float32], hist []int, shape []int) *Sy
 	return &Synthetic{X: x, Y: y, Counts: slices.Clone(hist)}
 }
 
+// relabelled returns the client's examples of classes, relabelled 0..k−1
+// in the order given (package distill wants every class present).
+func (c *Client) relabelled(classes []int) *data.Dataset {
+	byClass := c.Data.ClassIndices()
+	var idx []int
+	for _, k := range classes {
+		idx = append(idx, byClass[k]...)
+	}
+	sort.Ints(idx)
+	sub := c.Data.Subset(idx)
+	remap := make([]int, c.Data.Classes)
+	for j, k := range classes {
+		remap[k] = j
+	}
+	for i, l := range sub.Y {
+		sub.Y[i] = remap[l]
+	}
+	sub.Classes, sub.ClassNames = len(classes), nil
+	return sub
+}
+
+// distillJoint runs a method of package distill, with its defaults, on the
+// client's classes that have at least IPC images, relabelled 0..k−1, and
+// returns its images by original class. Classes with fewer images are left
+// out (their samples are not represented; Union weights only the classes a
+// set holds), and a client with fewer than two such classes fails: most
+// methods need a classifier over at least two classes. Factorized methods
+// return their decoded images, which is what the client uploads and is
+// charged for.
+func (c *Client) distillJoint(ctx context.Context, t *Task, init string) ([][]*tensor.Tensor[float32], float64, error) {
+	var classes []int
+	for k, n := range c.Data.Histogram() {
+		if n >= t.IPC {
+			classes = append(classes, k)
+		}
+	}
+	if len(classes) < 2 {
+		return nil, 0, fmt.Errorf("%s distills classes jointly and needs two with at least %d images; this client has %d such classes (histogram %v): lower the IPC or use %s", t.Method, t.IPC, len(classes), c.Data.Histogram(), MethodDM)
+	}
+	cfg := distill.Config{Method: t.Method, IPC: t.IPC, Model: t.Model, BatchReal: t.BatchReal, LRImg: t.LRImg,
+		Init: init, Seed: tensor.NewRNG(t.Seed, streamGroup).Uint64()}
+	d, err := distill.New(cfg, t.Dataset)
+	if err != nil {
+		return nil, 0, err
+	}
+	if err := d.Init(ctx, c.relabelled(classes)); err != nil {
+		return nil, 0, err
+	}
+	var loss float64
+	if d.Iterative() {
+		for it := range t.Iterations {
+			if loss, err = d.Step(ctx, it); err != nil {
+				return nil, 0, err
+			}
+		}
+	}
+	syn := d.Synthetic()
+	if syn.YSoft != nil {
+		return nil, 0, fmt.Errorf("%s produced soft labels, which a client cannot upload", t.Method)
+	}
+	out := make([][]*tensor.Tensor[float32], c.Data.Classes)
+	sz := tensor.Size(syn.ImageShape())
+	for i, l := range syn.Y {
+		img := tensor.New[float32](syn.ImageShape()...)
+		copy(img.Data, syn.X.Data[i*sz:(i+1)*sz])
+		out[classes[l]] = append(out[classes[l]], img)
+	}
+	return out, loss, nil
+}
+
 // distillRandom runs distill's DM on the client's classes, relabelled
 // 0..k−1 (distill wants every class present), once per distinct
 // images-per-class value.
@@ -226,26 +303,12 @@ func (c *Client) distillRandom(ctx context.Context, t *Task, ipc []int, init str
 		sizes = append(sizes, g)
 	}
 	sort.Sort(sort.Reverse(sort.IntSlice(sizes)))
-	byClass := c.Data.ClassIndices()
 	out := make([][]*tensor.Tensor[float32], len(ipc))
 	var lossSum float64
 	var lossN int
 	for gi, g := range sizes {
 		classes := groups[g]
-		var idx []int
-		for _, k := range classes {
-			idx = append(idx, byClass[k]...)
-		}
-		sort.Ints(idx)
-		sub := c.Data.Subset(idx)
-		remap := make([]int, len(ipc))
-		for j, k := range classes {
-			remap[k] = j
-		}
-		for i, l := range sub.Y {
-			sub.Y[i] = remap[l]
-		}
-		sub.Classes, sub.ClassNames = len(classes), nil
+		sub := c.relabelled(classes)
 		cfg := distill.Config{Method: distill.MethodDM, IPC: g, Model: t.Model, BatchReal: t.BatchReal, LRImg: t.LRImg,
 			Init: init, Seed: tensor.NewRNG(t.Seed, streamGroup+uint64(gi)).Uint64(), DP: t.DP.distillConfig()}
 		d, err := distill.New(cfg, t.Dataset)

@@ -79,7 +79,13 @@ func TestTrainAndFailures(t *testing.T) {
 		{func(t *Task) { t.Kind = "sing" }, "unknown task kind"},
 		{func(t *Task) { t.Global = nil }, "needs the global weights"},
 		{func(t *Task) { t.Model = "convnet-w8" }, "shape"},
-		{func(t *Task) { t.Kind, t.Method = KindDistill, "kip" }, "unknown distillation method"},
+		{func(t *Task) { t.Kind, t.Method = KindDistill, "flow" }, "unknown distillation method"},
+		{func(t *Task) { t.Kind, t.Method = KindDistill, "mtt" }, "expert trajectories"},
+		{func(t *Task) { t.Kind, t.Method = KindDistill, "sldd" }, "soft labels"},
+		{func(t *Task) { t.Kind, t.Method, t.Nets = KindDistill, "kip", NetsGlobal }, "are for dm and gm"},
+		{func(t *Task) {
+			t.Kind, t.Method, t.IPC, t.Iterations, t.Nets, t.Global = KindDistill, "kip", 2, 1, NetsRandom, nil
+		}, "needs two with at least 2 images"},
 		{func(t *Task) { t.Kind, t.Method, t.IPC, t.Nets = KindDistill, MethodDM, 1, NetsRandom }, "does not take global weights"},
 	} {
 		tk := *task
@@ -87,6 +93,54 @@ func TestTrainAndFailures(t *testing.T) {
 		r := c.Handle(context.Background(), &tk)
 		if r.Status != StatusFailed || !strings.Contains(r.Error, c2.want) {
 			t.Errorf("want a failure mentioning %q, got %+v", c2.want, r)
+		}
+	}
+}
+
+// TestDistillJoint runs methods of package distill on a client: the classes
+// with at least IPC images are distilled together and come back under
+// their own labels; the class with fewer is left out but still counted.
+func TestDistillJoint(t *testing.T) {
+	x := tensor.New[float32](11, 1, 8, 8)
+	tensor.FillUniform(tensor.NewRNG(1, 1), x, 0, 1)
+	d, err := data.New("mnist", x, []int{2, 0, 2, 1, 0, 2, 0, 2, 2, 0, 0}, 3, []float32{0.5}, []float32{0.25}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := New(4, d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, method := range []string{"random", "kip", "dd"} {
+		task := &Task{Round: 1, Client: 4, Kind: KindDistill, Seed: 3, Model: "convnet-w4", Dataset: "mnist",
+			Method: method, IPC: 2, Iterations: 2, Nets: NetsRandom}
+		r := c.Handle(context.Background(), task)
+		if r.Status != StatusOK {
+			t.Fatalf("%s: %s", method, r.Error)
+		}
+		s := r.Synthetic
+		if !slices.Equal(s.Y, []int{0, 0, 2, 2}) || !slices.Equal(s.Counts, []int{5, 1, 5}) {
+			t.Fatalf("%s: labels %v counts %v, want [0 0 2 2] and [5 1 5]", method, s.Y, s.Counts)
+		}
+		if err := s.Check([]int{1, 8, 8}, 3); err != nil {
+			t.Fatal(err)
+		}
+		r2 := c.Handle(context.Background(), task)
+		if !slices.Equal(r2.Synthetic.X.Data, s.X.Data) {
+			t.Fatalf("%s: not reproducible", method)
+		}
+		if method == "random" {
+			// A coreset uploads real images of the right class.
+			for i, l := range s.Y {
+				img := s.X.Data[i*64 : (i+1)*64]
+				found := false
+				for j, y := range d.Y {
+					found = found || (y == l && slices.Equal(d.X.Data[j*64:(j+1)*64], img))
+				}
+				if !found {
+					t.Fatalf("random: image %d is not a real image of class %d", i, l)
+				}
+			}
 		}
 	}
 }

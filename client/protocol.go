@@ -14,6 +14,7 @@ package client
 import (
 	"fmt"
 	"slices"
+	"strings"
 
 	"github.com/fedsim/fedsim/distill"
 	"github.com/fedsim/fedsim/nn"
@@ -26,11 +27,32 @@ const (
 	KindDistill = "distill" // local distillation into a small synthetic set
 )
 
-// Distillation methods a task may ask for.
+// Distillation methods a task may ask for: the client's own matching loops
+// (dm, gm), or any method of package distill that CheckMethod accepts, run
+// on the client's classes jointly with that method's defaults.
 const (
 	MethodDM = "dm" // distribution matching
 	MethodGM = "gm" // gradient matching with Siamese augmentation (DSA-style, one outer step per network)
 )
+
+// CheckMethod returns nil if a client can distill with method, or an error
+// saying why not. Methods whose product a client cannot upload as hard-
+// labelled images are refused: trajectory matching needs expert
+// trajectories the client would first have to train, and learned labels do
+// not travel in a Synthetic.
+func CheckMethod(method string) error {
+	switch {
+	case method == MethodDM || method == MethodGM:
+		return nil
+	case !slices.Contains(distill.Methods(), method):
+		return fmt.Errorf("unknown distillation method %q: want %s, %s or one of distill's: %s", method, MethodDM, MethodGM, strings.Join(distill.Methods(), ", "))
+	case distill.IsTrajectoryMethod(method):
+		return fmt.Errorf("distillation method %s matches expert trajectories, which a client does not have: use dm, gm or a method without a buffer", method)
+	case method == distill.MethodSLDD || method == distill.MethodLD:
+		return fmt.Errorf("distillation method %s learns soft labels, and clients upload hard-labelled images: use dd, dm or gm", method)
+	}
+	return nil
+}
 
 // Networks used for matching.
 const (

@@ -120,7 +120,7 @@ func WeightedAverage(ws []*client.Weights, coef []float64) (*client.Weights, err
 // client's previous one.
 type Distill struct {
 	// Client side.
-	Method     string // client.MethodDM or client.MethodGM
+	Method     string // client.MethodDM, client.MethodGM or a method client.CheckMethod accepts
 	IPC        int
 	Iterations int
 	BatchReal  int

@@ -208,16 +208,6 @@ func (c Config) Resolve() (Config, error) {
 		bad("fraction %g: want a value in (0, 1]", c.Fraction)
 	}
 	switch c.Distill {
-	case client.MethodDM, client.MethodGM:
-		switch c.Strategy {
-		case "":
-			c.Strategy = "oneshot"
-		case "oneshot", "feddm":
-		case "dynafed":
-			bad("strategy dynafed is FedAvg with server-side trajectory matching: use distill none (or add server_tm to %s's strategy)", c.Distill)
-		default:
-			bad("strategy %q does not distill: with distill %s use oneshot or feddm (or distill none)", c.Strategy, c.Distill)
-		}
 	case "none":
 		switch c.Strategy {
 		case "":
@@ -229,7 +219,22 @@ func (c Config) Resolve() (Config, error) {
 			bad("strategy %q needs distillation: with distill none use fedavg or fedprox", c.Strategy)
 		}
 	default:
-		bad("distill %q: want dm, gm or none", c.Distill)
+		if err := client.CheckMethod(c.Distill); err != nil {
+			bad("distill %q: %v (or none)", c.Distill, err)
+			break
+		}
+		switch c.Strategy {
+		case "":
+			c.Strategy = "oneshot"
+		case "oneshot", "feddm":
+		case "dynafed":
+			bad("strategy dynafed is FedAvg with server-side trajectory matching: use distill none (or add server_tm to %s's strategy)", c.Distill)
+		default:
+			bad("strategy %q does not distill: with distill %s use oneshot or feddm (or distill none)", c.Strategy, c.Distill)
+		}
+		if c.Strategy == "feddm" && c.Distill != client.MethodDM && c.Distill != client.MethodGM {
+			bad("strategy feddm matches around the global model, which only dm and gm do: use oneshot with distill %s", c.Distill)
+		}
 	}
 	if c.IPC < 1 {
 		bad("ipc %d: want at least 1", c.IPC)
@@ -365,6 +370,9 @@ func (c *Config) resolveDP() error {
 		if b, ok := m.(nn.Buffered[float32]); err == nil && ok && len(b.Buffers()) > 0 {
 			return fmt.Errorf("dp: private distillation clips each example's embedding or gradient, which batch norm mixes with the other examples': use a model without batch norm (e.g. convnet-w32), not %s", c.Model)
 		}
+	}
+	if c.Distill != "none" && c.Distill != client.MethodDM && c.Distill != client.MethodGM {
+		return fmt.Errorf("dp: private distillation is dm or gm; distill %s has no private variant (drop the --dp-* flags or use dm)", c.Distill)
 	}
 	if c.DPCenter && c.Distill != "dm" {
 		return fmt.Errorf("dp_center: centered clipping is for private distribution matching (distill dm), not distill %s", c.Distill)

@@ -228,6 +228,25 @@ func TestFedDMGradientMatching(t *testing.T) {
 	}
 }
 
+// TestOneShotWithDistillMethods runs clients with methods of package
+// distill (a kernel method and a coreset) through the whole simulation.
+func TestOneShotWithDistillMethods(t *testing.T) {
+	for _, method := range []string{"kip", "herding"} {
+		cfg := tiny(t, t.TempDir())
+		cfg.Distill, cfg.Rounds, cfg.IPC, cfg.DistillIters = method, 1, 1, 2
+		s := run(t, cfg, Options{})
+		if s.Strategy != "oneshot" {
+			t.Fatalf("%s: %+v", method, s)
+		}
+		b, _ := os.ReadFile(filepath.Join(cfg.Out, MetricsFile))
+		var m Metrics
+		json.Unmarshal(bytes.SplitN(b, []byte("\n"), 2)[0], &m)
+		if m.ClientsOK == 0 || m.UploadBytes == 0 {
+			t.Fatalf("%s: round 1 heard %d clients and uploaded %d bytes", method, m.ClientsOK, m.UploadBytes)
+		}
+	}
+}
+
 func TestConfigErrors(t *testing.T) {
 	cases := []struct {
 		edit func(*Config)
@@ -251,6 +270,10 @@ func TestConfigErrors(t *testing.T) {
 		{func(c *Config) { c.DPCenter = true }, "dp_center without differential privacy"},
 		{func(c *Config) { c.DPCenter, c.Distill, c.DPEpsilon, c.DPClip = true, "gm", 10, 1 }, "not distill gm"},
 		{func(c *Config) { c.DPEpsilon, c.DPClip, c.Model = 10, 1, "convnet-bn" }, "batch norm"},
+		{func(c *Config) { c.Distill = "flow" }, `distill "flow": unknown distillation method`},
+		{func(c *Config) { c.Distill = "tesla" }, "expert trajectories"},
+		{func(c *Config) { c.Distill, c.Strategy = "kip", "feddm" }, "use oneshot with distill kip"},
+		{func(c *Config) { c.Distill, c.DPEpsilon, c.DPClip = "kip", 10, 1 }, "distill kip has no private variant"},
 	}
 	for _, tc := range cases {
 		c := DefaultConfig()

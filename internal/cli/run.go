@@ -79,7 +79,7 @@ var flagHelp = map[string]string{
 	"clients":             "number of clients",
 	"rounds":              "communication rounds",
 	"fraction":            "fraction of the clients sampled per round, in (0, 1]",
-	"distill":             "client-side distillation: dm, gm or none (none: FedAvg)",
+	"distill":             "client-side distillation: dm, gm, none (FedAvg), or a method of fedsim distill that needs no expert trajectories and learns no labels (e.g. kip, dsa, dd, herding), run with its defaults on the client's classes with at least ipc images",
 	"strategy":            "fedavg, fedprox, oneshot, feddm or dynafed (fedavg with --server-tm; default: oneshot when distilling, fedavg otherwise)",
 	"model":               "global model and matching network (" + strings.Join(nn.ModelNames(), ", ") + ", ConvNet variants such as convnet-w32)",
 	"ipc":                 "synthetic images per class a client holds",
