@@ -11,6 +11,7 @@
 #   scripts/privacy/run.sh tiny   # smoke test, a few minutes on 2 cores
 #   scripts/privacy/run.sh dm     # without gradient matching, on 5000 images (see README.md)
 #   scripts/privacy/run.sh full   # the comparison (see README.md for time)
+#   scripts/privacy/run.sh small  # dm's comparison on 1000 images (10 clients of 100), targets that remember
 #
 # Settings can be overridden from the environment (SEEDS, EPSILONS, …).
 set -euo pipefail
@@ -22,7 +23,18 @@ if [ "$MODE" = tiny ]; then
 	: "${SEEDS:=1}" "${TRAIN_LIMIT:=1000}" "${TEST_LIMIT:=500}" "${CLIENTS:=4}" "${ROUNDS:=1}" "${FRACTION:=0.5}"
 	: "${ITERS:=2}" "${EPSILONS:=10}" "${MEMBERS:=50}" "${SHADOWS:=2}" "${SHADOW_EPOCHS:=2}" "${RAW_EPOCHS:=1}"
 	: "${DM_PRIVATE_ITERS:=2}" "${DLG_ITERS:=20}" "${DLG_BATCHES:=1}" "${LEAK_IMAGES:=20}" "${BOOT:=20}" "${MODEL:=convnet-w8}"
-elif [ "$MODE" = full ] || [ "$MODE" = dm ]; then
+elif [ "$MODE" = full ] || [ "$MODE" = dm ] || [ "$MODE" = small ]; then
+	if [ "$MODE" = small ]; then
+		# 1000 training images held by 10 clients: a ConvNet trained on
+		# them for 50 epochs fits them exactly (96 % test accuracy), the
+		# regime where membership inference has something to find, and
+		# online LiRA uses both sides of its 16 shadows. FedAvg gets 30
+		# rounds of 5 local epochs so that it is trained too.
+		OUT=${OUT_SMALL:-$OUT/small}
+		: "${METHODS:=dm}" "${EPSILONS:=1 10}" "${DLG_BATCHES:=1 4}" "${TRAIN_LIMIT:=1000}" "${CLIENTS:=10}" "${FRACTION:=0.5}"
+		: "${MEMBERS:=500}" "${RAW_EPOCHS:=50}" "${SHADOW_EPOCHS:=50}" "${SHADOWS:=16}" "${LIRA_FLAGS:=--global-variance}"
+		: "${FEDAVG_FLAGS:=--rounds 30 --local-epochs 5}"
+	fi
 	if [ "$MODE" = dm ]; then
 		# Without gradient matching, on 5000 training images (100 per
 		# client): a model trained on few images remembers them, so the
@@ -34,7 +46,7 @@ elif [ "$MODE" = full ] || [ "$MODE" = dm ]; then
 	: "${ITERS:=20}" "${EPSILONS:=1 4 10}" "${MEMBERS:=1000}" "${SHADOWS:=16}" "${SHADOW_EPOCHS:=30}" "${RAW_EPOCHS:=8}"
 	: "${DLG_ITERS:=300}" "${DLG_BATCHES:=1 2 4}" "${LEAK_IMAGES:=200}" "${BOOT:=200}" "${MODEL:=convnet-w32}"
 else
-	echo "usage: $0 tiny|dm|full" >&2
+	echo "usage: $0 tiny|dm|small|full" >&2
 	exit 2
 fi
 # Private DM clips each real embedding's offset from the synthetic class
@@ -47,6 +59,9 @@ fi
 # FedAvg client updates (C = 1: untuned).
 : "${DM_DP_CLIP:=4}" "${DM_DP_FLAGS:=--dp-center}" "${DM_PRIVATE_ITERS:=200}"
 : "${GM_DP_CLIP:=1}" "${FEDAVG_DP_CLIP:=1}" "${DP_DELTA:=1e-5}" "${DP_Q:=0.5}"
+# LiRA: offline with one pooled variance per side unless a mode says
+# otherwise; FEDAVG_FLAGS are extra flags of the FedAvg runs.
+: "${LIRA_FLAGS:=--offline --global-variance}" "${FEDAVG_FLAGS:=}"
 BIN=${FEDSIM:-$OUT/bin/fedsim}
 mkdir -p "$OUT" "$(dirname "$BIN")"
 if [ -z "${FEDSIM:-}" ]; then
@@ -78,14 +93,14 @@ attacks() {
 	local m=(--weights "$weights" --model "$MODEL" --train-limit "$TRAIN_LIMIT" --members "$MEMBERS" --seed "$seed" --bootstrap "$BOOT"
 		--epochs "$SHADOW_EPOCHS")
 	[ -f "$dir/mia/report.json" ] || { log "mia $name"; "$BIN" attack mia "${m[@]}" --out "$dir/mia" --json >/dev/null; }
-	[ -f "$dir/lira/report.json" ] || { log "lira $name"; "$BIN" attack lira "${m[@]}" --shadows "$SHADOWS" --offline --global-variance \
+	[ -f "$dir/lira/report.json" ] || { log "lira $name"; "$BIN" attack lira "${m[@]}" --shadows "$SHADOWS" $LIRA_FLAGS \
 		--shadow-cache "$OUT/seed$seed/shadows.json" --out "$dir/lira" --json >/dev/null; }
 }
 
 : "${METHODS:=dm gm}"
 has() { case " $METHODS " in *" $1 "*) return 0 ;; esac; return 1; }
 for seed in $SEEDS; do
-	run fedavg "$seed" --distill none --strategy fedavg
+	run fedavg "$seed" --distill none --strategy fedavg $FEDAVG_FLAGS
 	for m in dm gm; do
 		has $m && run $m "$seed" --distill $m
 	done
@@ -97,7 +112,7 @@ for seed in $SEEDS; do
 		has dm && run "dm_dp_eps$eps" "$seed" --distill dm --dp-epsilon "$eps" --dp-clip "$DM_DP_CLIP" --dp-delta "$DP_DELTA" --dp-sample-rate "$DP_Q" \
 			--distill-iters "$DM_PRIVATE_ITERS" $DM_DP_FLAGS
 		has gm && run "gm_dp_eps$eps" "$seed" --distill gm --dp-epsilon "$eps" --dp-clip "$GM_DP_CLIP" --dp-delta "$DP_DELTA" --dp-sample-rate "$DP_Q"
-		run "fedavg_dp_eps$eps" "$seed" --distill none --strategy fedavg --dp-epsilon "$eps" --dp-clip "$FEDAVG_DP_CLIP" --dp-delta "$DP_DELTA"
+		run "fedavg_dp_eps$eps" "$seed" --distill none --strategy fedavg --dp-epsilon "$eps" --dp-clip "$FEDAVG_DP_CLIP" --dp-delta "$DP_DELTA" $FEDAVG_FLAGS
 	done
 	raw=$OUT/seed$seed/raw
 	if [ ! -f "$raw/weights.npz" ]; then
@@ -134,7 +149,7 @@ for seed in $SEEDS; do
 	for d in "$OUT/seed$seed"/*/; do
 		[ -f "$d/lira/report.json" ] && args+=("$(basename "$d")=$d/lira/report.json")
 	done
-	"$BIN" attack plot --title "offline LiRA, seed $seed" --out "$OUT/roc_lira_seed$seed.png" "${args[@]}" >/dev/null
+	"$BIN" attack plot --title "LiRA ($LIRA_FLAGS), seed $seed" --out "$OUT/roc_lira_seed$seed.png" "${args[@]}" >/dev/null
 done
 python3 "$ROOT/scripts/privacy/tables.py" "$OUT"
 log "done: tables and plots in $OUT"

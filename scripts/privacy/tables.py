@@ -87,6 +87,12 @@ def main():
             name = os.path.basename(d)
             if os.path.isdir(d) and name != "dlg":
                 runs.setdefault(name, []).append(d)
+    lira_kind = "LiRA"  # the attack's name in the reports: lira-online or lira-offline
+    for d in (d for ds in runs.values() for d in ds):
+        rep = load(os.path.join(d, "lira", "report.json"))
+        if rep and rep.get("attack"):
+            lira_kind = "LiRA (%s)" % rep["attack"].replace("lira-", "")
+            break
     rows = []
     for name in sorted(runs, key=order):
         acc, eps, aucs, t1, t01, laucs, lt1, lt01 = ([] for _ in range(8))
@@ -110,7 +116,7 @@ def main():
                      fmt(*mean_std(aucs)), fmt(*mean_std(t1), 2, 100), fmt(*mean_std(t01), 2, 100),
                      fmt(*mean_std(laucs)), fmt(*mean_std(lt1), 2, 100), fmt(*mean_std(lt01), 2, 100)])
     write(out, "membership", ["run", "seeds", "test acc (%)", "ε (δ = 1e-5)", "loss AUC", "loss TPR@1% (%)", "loss TPR@0.1% (%)",
-                              "LiRA AUC", "LiRA TPR@1% (%)", "LiRA TPR@0.1% (%)"], rows,
+                              lira_kind + " AUC", lira_kind + " TPR@1% (%)", lira_kind + " TPR@0.1% (%)"], rows,
           "Membership inference against the final model")
 
     dl = {}
