@@ -558,8 +558,10 @@ func IDCGradMatchLoss[T tensor.Float](m nn.Model[T], real *tensor.Tensor[T], rea
 //
 // Simplifications: only IDC's uniform multi-formation ("single" decode
 // type; not "multi" or "bound"); no pretrained matching networks (IDC
-// uses them for ImageNet only); real batches for the network updates are
-// drawn with replacement, the class batches for matching without; and
+// uses them for ImageNet only); the initial real images are drawn at
+// random (IDC takes the first ones of each class); real batches for the
+// network updates are drawn with replacement, the class batches for
+// matching without; and
 // evaluation follows fedsim's protocol (DSA, no CutMix, DefaultEvalEpochs),
 // where IDC evaluates with CutMix for 1000 epochs.
 type idc struct {
