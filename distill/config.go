@@ -117,6 +117,8 @@ type Config struct {
 	// meta-learning ones (dd, sldd, ld, linba); see part2.go.
 	KRR  KRRConfig  `json:"krr,omitzero"`
 	Meta MetaConfig `json:"meta,omitzero"`
+	// IDC configures idc (idc.go).
+	IDC IDCConfig `json:"idc,omitzero"`
 	// DP, if set, makes DM, DC and DSA differentially private (dp.go);
 	// the initialisation then defaults to noise.
 	DP *DPConfig `json:"dp,omitempty"`
@@ -250,6 +252,7 @@ func (t TMConfig) validate() []error {
 func (cfg Config) Defaults(dataset string) Config {
 	cfg.Method = strings.ToLower(strings.TrimSpace(cfg.Method))
 	cfg = cfg.part2Defaults()
+	cfg = cfg.idcDefaults(dataset)
 	if cfg.Model == "" {
 		cfg.Model = "convnet"
 	}
@@ -363,6 +366,7 @@ func (cfg Config) Validate() error {
 		errs = append(errs, err)
 	}
 	errs = append(errs, cfg.part2Validate()...)
+	errs = append(errs, cfg.idcValidate()...)
 	if len(errs) > 0 {
 		return fmt.Errorf("distill: %s: %w", cfg.Method, errors.Join(errs...))
 	}

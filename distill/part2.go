@@ -17,7 +17,7 @@ const (
 
 // part2Methods lists the methods of this file in a fixed order.
 func part2Methods() []string {
-	return []string{MethodKIP, MethodRFAD, MethodFRePo, MethodDD, MethodSLDD, MethodLD, MethodLinBa}
+	return []string{MethodKIP, MethodRFAD, MethodFRePo, MethodDD, MethodSLDD, MethodLD, MethodLinBa, MethodIDC}
 }
 
 // IsKRRMethod reports whether method is a kernel-ridge-regression method
@@ -240,6 +240,8 @@ func newPart2(cfg Config) Distiller {
 		return newKRR(cfg)
 	case IsMetaMethod(cfg.Method):
 		return newMeta(cfg)
+	case cfg.Method == MethodIDC:
+		return newIDC(cfg)
 	}
 	return nil
 }

@@ -85,6 +85,14 @@ type DistillOptions struct {
 	UnrollSeg   int
 	Bases       int
 	Formations  int
+	// IDC (idc); 0 or "": the defaults (distill.IDCConfig).
+	IDCFactor      int
+	IDCMetric      string
+	IDCMatchFC     bool
+	IDCNetData     int
+	IDCMixup       string
+	IDCMixProb     float64
+	IDCBatchSynMax int
 	// TrainLimit and TestLimit use only the first N images (0: all), for
 	// quick checks.
 	TrainLimit, TestLimit int
@@ -128,7 +136,10 @@ backpropagate through --unroll SGD steps of a fresh network (dd: images and
 step size; sldd: also soft labels; ld: labels only); linba learns
 memory bases and addressing matrices (Deng & Russakovsky) within the float
 budget of --ipc images per class, writes the decoded images to
-synthetic.npz and the factors to factors.npz.
+synthetic.npz and the factors to factors.npz. idc (Kim et al.) stores --ipc
+images per class, each decoded into --idc-factor² smaller images by
+multi-formation, and learns them by gradient matching with a network
+trained on real data; synthetic.npz holds the decoded images.
 A run that diverges stops with an error and keeps its last good checkpoint.`,
 		Args: cobra.NoArgs,
 		RunE: func(c *cobra.Command, _ []string) error {
@@ -189,6 +200,13 @@ A run that diverges stops with an error and keeps its last good checkpoint.`,
 	f.IntVar(&o.UnrollSeg, "unroll-segment", 0, "dd/sldd/ld: back-propagate K unrolled steps at a time with recomputation (bounded memory for long unrolls; 0: all at once)")
 	f.IntVar(&o.Bases, "bases", 0, "linba: memory bases (0: the most that fit the budget of --ipc images per class)")
 	f.IntVar(&o.Formations, "formations", 0, "linba: images decoded per class (0: 4 × --ipc)")
+	f.IntVar(&o.IDCFactor, "idc-factor", 0, "idc: multi-formation factor f, f² decoded images per stored image (0: 2; 1 is IDC-I); idc also reads --outer-loop (image-update rounds per network, 0: 100), --inner-loop (network epochs of --idc-net-data real images per round, 0: 1), --batch-real (0: 64) and --lr-img (0: IDC's, by data set and IPC)")
+	f.StringVar(&o.IDCMetric, "idc-metric", "", "idc: gradient distance l1, mse, layerwise or magnitude (default l1 for mnist/fmnist, mse otherwise)")
+	f.BoolVar(&o.IDCMatchFC, "idc-match-fc", false, "idc: also match fully connected weights with l1/mse (default: convolution kernels only)")
+	f.IntVar(&o.IDCNetData, "idc-net-data", 0, "idc: real images per network-training epoch between rounds (0: 500; 2000 for cifar10)")
+	f.StringVar(&o.IDCMixup, "idc-mixup", "", "idc: cut (CutMix) or none for the network updates (default cut; none for mnist with factor > 1)")
+	f.Float64Var(&o.IDCMixProb, "idc-mix-prob", 0, "idc: CutMix probability per batch (0: 0.5)")
+	f.IntVar(&o.IDCBatchSynMax, "idc-batch-syn-max", 0, "idc: at most this many decoded images per class per matching (0: 128)")
 	f.BoolVar(&o.Quiet, "quiet", false, "no progress display")
 	cmd.AddCommand(newDistillBufferCmd(stdout, stderr))
 	return cmd
@@ -309,6 +327,10 @@ func RunDistill(ctx context.Context, o *DistillOptions, stdout, stderr io.Writer
 	}
 	if !distill.IsKRRMethod(o.Method) {
 		cfg.KRR = distill.KRRConfig{}
+	}
+	if o.Method == distill.MethodIDC {
+		cfg.IDC = distill.IDCConfig{Factor: o.IDCFactor, Metric: o.IDCMetric, MatchFC: o.IDCMatchFC, NetData: o.IDCNetData,
+			Mixup: o.IDCMixup, MixProb: o.IDCMixProb, BatchSynMax: o.IDCBatchSynMax}
 	}
 	d, err := distill.New(cfg, o.Dataset)
 	if err != nil {
