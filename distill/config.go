@@ -117,6 +117,9 @@ type Config struct {
 	// meta-learning ones (dd, sldd, ld, linba); see part2.go.
 	KRR  KRRConfig  `json:"krr,omitzero"`
 	Meta MetaConfig `json:"meta,omitzero"`
+	// GTN and ITGAN configure the generator-based methods (gtn.go, itgan.go).
+	GTN   GTNConfig   `json:"gtn,omitzero"`
+	ITGAN ITGANConfig `json:"itgan,omitzero"`
 	// DP, if set, makes DM, DC and DSA differentially private (dp.go);
 	// the initialisation then defaults to noise.
 	DP *DPConfig `json:"dp,omitempty"`
@@ -283,7 +286,7 @@ func (cfg Config) Defaults(dataset string) Config {
 	}
 	if cfg.DSAStrategy == "" {
 		cfg.DSAStrategy = "none"
-		if cfg.Method == MethodDM || cfg.Method == MethodDSA || IsTrajectoryMethod(cfg.Method) {
+		if cfg.Method == MethodDM || cfg.Method == MethodDSA || IsTrajectoryMethod(cfg.Method) || cfg.Method == MethodITGAN {
 			cfg.DSAStrategy = DefaultDSAStrategy(dataset)
 		}
 	}

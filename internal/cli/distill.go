@@ -85,6 +85,12 @@ type DistillOptions struct {
 	UnrollSeg   int
 	Bases       int
 	Formations  int
+	// Generator methods (gtn, itgan; distill.GTNConfig, distill.ITGANConfig);
+	// gtn also reads --unroll, --unroll-momentum, --lr-teacher and --lr-lr.
+	GenZDim, GenWarm, ITGANEpochs, ITGANBatch, ITGANInvert int
+	GenHidden, ITGANDisc                                   []int
+	GenLR, ITGANLR, ITGANInvertLR, ITGANRec                float64
+	GTNOverBudget                                          bool
 	// TrainLimit and TestLimit use only the first N images (0: all), for
 	// quick checks.
 	TrainLimit, TestLimit int
@@ -189,6 +195,18 @@ A run that diverges stops with an error and keeps its last good checkpoint.`,
 	f.IntVar(&o.UnrollSeg, "unroll-segment", 0, "dd/sldd/ld: back-propagate K unrolled steps at a time with recomputation (bounded memory for long unrolls; 0: all at once)")
 	f.IntVar(&o.Bases, "bases", 0, "linba: memory bases (0: the most that fit the budget of --ipc images per class)")
 	f.IntVar(&o.Formations, "formations", 0, "linba: images decoded per class (0: 4 × --ipc)")
+	f.IntVar(&o.GenZDim, "gen-zdim", 0, "gtn/itgan: generator code size (0: gtn 32, itgan 64)")
+	f.IntSliceVar(&o.GenHidden, "gen-hidden", nil, "gtn/itgan: generator hidden widths, comma-separated (default: gtn 64, itgan 256,512)")
+	f.Float64Var(&o.GenLR, "gen-lr", 0, "gtn: Adam learning rate of the generator weights (0: 1e-3; --lr-img: of the codes)")
+	f.IntVar(&o.GenWarm, "gtn-warm-steps", 0, "gtn: steps fitting generator and codes to real images first, with --init real (0: 500)")
+	f.BoolVar(&o.GTNOverBudget, "gtn-over-budget", false, "gtn: allow a generator and codes larger than the float budget of --ipc images per class")
+	f.IntVar(&o.ITGANEpochs, "itgan-epochs", 0, "itgan: GAN training epochs on the real data (0: 3)")
+	f.IntVar(&o.ITGANBatch, "itgan-batch", 0, "itgan: GAN batch size (0: 128)")
+	f.Float64Var(&o.ITGANLR, "itgan-lr", 0, "itgan: GAN Adam learning rate (0: 5e-4)")
+	f.IntSliceVar(&o.ITGANDisc, "itgan-disc-hidden", nil, "itgan: discriminator hidden widths (default 512,256)")
+	f.IntVar(&o.ITGANInvert, "itgan-invert-steps", 0, "itgan: Adam steps inverting the real images into codes (0: 500)")
+	f.Float64Var(&o.ITGANInvertLR, "itgan-invert-lr", 0, "itgan: learning rate of the inversion (0: 0.05)")
+	f.Float64Var(&o.ITGANRec, "itgan-rec", 0, "itgan: weight of the distance to the inverted real image (0: 0.01; negative: off)")
 	f.BoolVar(&o.Quiet, "quiet", false, "no progress display")
 	cmd.AddCommand(newDistillBufferCmd(stdout, stderr))
 	return cmd
@@ -309,6 +327,14 @@ func RunDistill(ctx context.Context, o *DistillOptions, stdout, stderr io.Writer
 	}
 	if !distill.IsKRRMethod(o.Method) {
 		cfg.KRR = distill.KRRConfig{}
+	}
+	switch o.Method {
+	case distill.MethodGTN:
+		cfg.GTN = distill.GTNConfig{ZDim: o.GenZDim, Hidden: o.GenHidden, Steps: o.Unroll, Momentum: o.UnrollMom, LRInit: o.LRInit, LRLR: o.LRLR,
+			LRGen: o.GenLR, WarmSteps: o.GenWarm, OverBudget: o.GTNOverBudget}
+	case distill.MethodITGAN:
+		cfg.ITGAN = distill.ITGANConfig{ZDim: o.GenZDim, Hidden: o.GenHidden, DiscHidden: o.ITGANDisc, GANEpochs: o.ITGANEpochs, GANBatch: o.ITGANBatch,
+			GANLR: o.ITGANLR, InvertSteps: o.ITGANInvert, InvertLR: o.ITGANInvertLR, Rec: o.ITGANRec}
 	}
 	d, err := distill.New(cfg, o.Dataset)
 	if err != nil {
