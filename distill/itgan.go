@@ -24,7 +24,7 @@ type ITGANConfig struct {
 	Hidden     []int `json:"hidden,omitempty"`
 	DiscHidden []int `json:"disc_hidden,omitempty"`
 	// GANEpochs is how many passes over the real data train the GAN in
-	// Init (default 3), in batches of GANBatch (default 128), with Adam at
+	// Init (default 4), in batches of GANBatch (default 128), with Adam at
 	// GANLR (default 5e-4) and β₁ 0.5.
 	GANEpochs int     `json:"gan_epochs,omitempty"`
 	GANBatch  int     `json:"gan_batch,omitempty"`
@@ -55,7 +55,7 @@ func (cfg Config) itganDefaults() Config {
 		g.DiscHidden = []int{512, 256}
 	}
 	if g.GANEpochs == 0 {
-		g.GANEpochs = 3
+		g.GANEpochs = 4
 	}
 	if g.GANBatch == 0 {
 		g.GANBatch = 128

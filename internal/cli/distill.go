@@ -134,7 +134,11 @@ backpropagate through --unroll SGD steps of a fresh network (dd: images and
 step size; sldd: also soft labels; ld: labels only); linba learns
 memory bases and addressing matrices (Deng & Russakovsky) within the float
 budget of --ipc images per class, writes the decoded images to
-synthetic.npz and the factors to factors.npz.
+synthetic.npz and the factors to factors.npz. gtn meta-learns a small
+conditional generator and its input codes through --unroll SGD steps (Such
+et al.; generator and codes must fit the float budget); itgan trains a small
+conditional GAN, inverts real images into its latent space and learns the
+codes by distribution matching (Zhao & Bilen).
 A run that diverges stops with an error and keeps its last good checkpoint.`,
 		Args: cobra.NoArgs,
 		RunE: func(c *cobra.Command, _ []string) error {
@@ -200,7 +204,7 @@ A run that diverges stops with an error and keeps its last good checkpoint.`,
 	f.Float64Var(&o.GenLR, "gen-lr", 0, "gtn: Adam learning rate of the generator weights (0: 1e-3; --lr-img: of the codes)")
 	f.IntVar(&o.GenWarm, "gtn-warm-steps", 0, "gtn: steps fitting generator and codes to real images first, with --init real (0: 500)")
 	f.BoolVar(&o.GTNOverBudget, "gtn-over-budget", false, "gtn: allow a generator and codes larger than the float budget of --ipc images per class")
-	f.IntVar(&o.ITGANEpochs, "itgan-epochs", 0, "itgan: GAN training epochs on the real data (0: 3)")
+	f.IntVar(&o.ITGANEpochs, "itgan-epochs", 0, "itgan: GAN training epochs on the real data (0: 4)")
 	f.IntVar(&o.ITGANBatch, "itgan-batch", 0, "itgan: GAN batch size (0: 128)")
 	f.Float64Var(&o.ITGANLR, "itgan-lr", 0, "itgan: GAN Adam learning rate (0: 5e-4)")
 	f.IntSliceVar(&o.ITGANDisc, "itgan-disc-hidden", nil, "itgan: discriminator hidden widths (default 512,256)")
