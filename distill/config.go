@@ -119,6 +119,9 @@ type Config struct {
 	Meta MetaConfig `json:"meta,omitzero"`
 	// IDC configures idc (idc.go).
 	IDC IDCConfig `json:"idc,omitzero"`
+	// GTN and ITGAN configure the generator-based methods (gtn.go, itgan.go).
+	GTN   GTNConfig   `json:"gtn,omitzero"`
+	ITGAN ITGANConfig `json:"itgan,omitzero"`
 	// DP, if set, makes DM, DC and DSA differentially private (dp.go);
 	// the initialisation then defaults to noise.
 	DP *DPConfig `json:"dp,omitempty"`
@@ -286,7 +289,7 @@ func (cfg Config) Defaults(dataset string) Config {
 	}
 	if cfg.DSAStrategy == "" {
 		cfg.DSAStrategy = "none"
-		if cfg.Method == MethodDM || cfg.Method == MethodDSA || IsTrajectoryMethod(cfg.Method) {
+		if cfg.Method == MethodDM || cfg.Method == MethodDSA || IsTrajectoryMethod(cfg.Method) || cfg.Method == MethodITGAN {
 			cfg.DSAStrategy = DefaultDSAStrategy(dataset)
 		}
 	}

@@ -17,7 +17,7 @@ const (
 
 // part2Methods lists the methods of this file in a fixed order.
 func part2Methods() []string {
-	return []string{MethodKIP, MethodRFAD, MethodFRePo, MethodDD, MethodSLDD, MethodLD, MethodLinBa, MethodIDC}
+	return []string{MethodKIP, MethodRFAD, MethodFRePo, MethodDD, MethodSLDD, MethodLD, MethodLinBa, MethodIDC, MethodGTN, MethodITGAN}
 }
 
 // IsKRRMethod reports whether method is a kernel-ridge-regression method
@@ -105,6 +105,7 @@ type MetaConfig struct {
 // before the generic defaults, so it can choose its own batch size and
 // image learning rate.
 func (cfg Config) part2Defaults() Config {
+	cfg = cfg.genDefaults() // gtn, itgan (gtn.go)
 	switch {
 	case IsKRRMethod(cfg.Method):
 		k := &cfg.KRR
@@ -185,6 +186,7 @@ func (cfg Config) part2Defaults() Config {
 func (cfg Config) part2Validate() []error {
 	var errs []error
 	finitePos := func(v float64) bool { return v > 0 && !math.IsInf(v, 0) }
+	errs = append(errs, cfg.genValidate()...) // gtn, itgan (gtn.go)
 	switch {
 	case IsKRRMethod(cfg.Method):
 		k := cfg.KRR
@@ -242,6 +244,8 @@ func newPart2(cfg Config) Distiller {
 		return newMeta(cfg)
 	case cfg.Method == MethodIDC:
 		return newIDC(cfg)
+	case IsGenMethod(cfg.Method):
+		return newGen(cfg)
 	}
 	return nil
 }

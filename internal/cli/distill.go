@@ -93,6 +93,12 @@ type DistillOptions struct {
 	IDCMixup       string
 	IDCMixProb     float64
 	IDCBatchSynMax int
+	// Generator methods (gtn, itgan; distill.GTNConfig, distill.ITGANConfig);
+	// gtn also reads --unroll, --unroll-momentum, --lr-teacher and --lr-lr.
+	GenZDim, GenWarm, ITGANEpochs, ITGANBatch, ITGANInvert int
+	GenHidden, ITGANDisc                                   []int
+	GenLR, ITGANLR, ITGANInvertLR, ITGANRec                float64
+	GTNOverBudget                                          bool
 	// TrainLimit and TestLimit use only the first N images (0: all), for
 	// quick checks.
 	TrainLimit, TestLimit int
@@ -139,7 +145,11 @@ budget of --ipc images per class, writes the decoded images to
 synthetic.npz and the factors to factors.npz. idc (Kim et al.) stores --ipc
 images per class, each decoded into --idc-factor² smaller images by
 multi-formation, and learns them by gradient matching with a network
-trained on real data; synthetic.npz holds the decoded images.
+trained on real data; synthetic.npz holds the decoded images. gtn meta-learns a small
+conditional generator and its input codes through --unroll SGD steps (Such
+et al.; generator and codes must fit the float budget); itgan trains a small
+conditional GAN, inverts real images into its latent space and learns the
+codes by distribution matching (Zhao & Bilen).
 A run that diverges stops with an error and keeps its last good checkpoint.`,
 		Args: cobra.NoArgs,
 		RunE: func(c *cobra.Command, _ []string) error {
@@ -207,6 +217,18 @@ A run that diverges stops with an error and keeps its last good checkpoint.`,
 	f.StringVar(&o.IDCMixup, "idc-mixup", "", "idc: cut (CutMix) or none for the network updates (default cut; none for mnist with factor > 1)")
 	f.Float64Var(&o.IDCMixProb, "idc-mix-prob", 0, "idc: CutMix probability per batch (0: 0.5)")
 	f.IntVar(&o.IDCBatchSynMax, "idc-batch-syn-max", 0, "idc: at most this many decoded images per class per matching (0: 128)")
+	f.IntVar(&o.GenZDim, "gen-zdim", 0, "gtn/itgan: generator code size (0: gtn 32, itgan 64)")
+	f.IntSliceVar(&o.GenHidden, "gen-hidden", nil, "gtn/itgan: generator hidden widths, comma-separated (default: gtn 64, itgan 256,512)")
+	f.Float64Var(&o.GenLR, "gen-lr", 0, "gtn: Adam learning rate of the generator weights (0: 1e-3; --lr-img: of the codes)")
+	f.IntVar(&o.GenWarm, "gtn-warm-steps", 0, "gtn: steps fitting generator and codes to real images first, with --init real (0: 500)")
+	f.BoolVar(&o.GTNOverBudget, "gtn-over-budget", false, "gtn: allow a generator and codes larger than the float budget of --ipc images per class")
+	f.IntVar(&o.ITGANEpochs, "itgan-epochs", 0, "itgan: GAN training epochs on the real data (0: 4)")
+	f.IntVar(&o.ITGANBatch, "itgan-batch", 0, "itgan: GAN batch size (0: 128)")
+	f.Float64Var(&o.ITGANLR, "itgan-lr", 0, "itgan: GAN Adam learning rate (0: 5e-4)")
+	f.IntSliceVar(&o.ITGANDisc, "itgan-disc-hidden", nil, "itgan: discriminator hidden widths (default 512,256)")
+	f.IntVar(&o.ITGANInvert, "itgan-invert-steps", 0, "itgan: Adam steps inverting the real images into codes (0: 500)")
+	f.Float64Var(&o.ITGANInvertLR, "itgan-invert-lr", 0, "itgan: learning rate of the inversion (0: 0.05)")
+	f.Float64Var(&o.ITGANRec, "itgan-rec", 0, "itgan: weight of the distance to the inverted real image (0: 0.01; negative: off)")
 	f.BoolVar(&o.Quiet, "quiet", false, "no progress display")
 	cmd.AddCommand(newDistillBufferCmd(stdout, stderr))
 	return cmd
@@ -328,9 +350,16 @@ func RunDistill(ctx context.Context, o *DistillOptions, stdout, stderr io.Writer
 	if !distill.IsKRRMethod(o.Method) {
 		cfg.KRR = distill.KRRConfig{}
 	}
-	if o.Method == distill.MethodIDC {
+	switch o.Method {
+	case distill.MethodIDC:
 		cfg.IDC = distill.IDCConfig{Factor: o.IDCFactor, Metric: o.IDCMetric, MatchFC: o.IDCMatchFC, NetData: o.IDCNetData,
 			Mixup: o.IDCMixup, MixProb: o.IDCMixProb, BatchSynMax: o.IDCBatchSynMax}
+	case distill.MethodGTN:
+		cfg.GTN = distill.GTNConfig{ZDim: o.GenZDim, Hidden: o.GenHidden, Steps: o.Unroll, Momentum: o.UnrollMom, LRInit: o.LRInit, LRLR: o.LRLR,
+			LRGen: o.GenLR, WarmSteps: o.GenWarm, OverBudget: o.GTNOverBudget}
+	case distill.MethodITGAN:
+		cfg.ITGAN = distill.ITGANConfig{ZDim: o.GenZDim, Hidden: o.GenHidden, DiscHidden: o.ITGANDisc, GANEpochs: o.ITGANEpochs, GANBatch: o.ITGANBatch,
+			GANLR: o.ITGANLR, InvertSteps: o.ITGANInvert, InvertLR: o.ITGANInvertLR, Rec: o.ITGANRec}
 	}
 	d, err := distill.New(cfg, o.Dataset)
 	if err != nil {
