@@ -31,9 +31,9 @@ func Methods() []string {
 }
 
 // IsTrajectoryMethod reports whether method matches expert trajectories
-// (mtt, ftd, tesla) and so needs a trajectory buffer (Config.TM.Buffer).
+// (mtt, ftd, tesla, haba) and so needs a trajectory buffer (Config.TM.Buffer).
 func IsTrajectoryMethod(method string) bool {
-	return method == MethodMTT || method == MethodFTD || method == MethodTESLA
+	return method == MethodMTT || method == MethodFTD || method == MethodTESLA || method == MethodHaBa
 }
 
 // Initialisations of the synthetic images.
@@ -117,6 +117,8 @@ type Config struct {
 	// meta-learning ones (dd, sldd, ld, linba); see part2.go.
 	KRR  KRRConfig  `json:"krr,omitzero"`
 	Meta MetaConfig `json:"meta,omitzero"`
+	// HaBa configures haba (haba.go).
+	HaBa HaBaConfig `json:"haba,omitzero"`
 	// DP, if set, makes DM, DC and DSA differentially private (dp.go);
 	// the initialisation then defaults to noise.
 	DP *DPConfig `json:"dp,omitempty"`

@@ -17,7 +17,7 @@ const (
 
 // part2Methods lists the methods of this file in a fixed order.
 func part2Methods() []string {
-	return []string{MethodKIP, MethodRFAD, MethodFRePo, MethodDD, MethodSLDD, MethodLD, MethodLinBa}
+	return []string{MethodKIP, MethodRFAD, MethodFRePo, MethodDD, MethodSLDD, MethodLD, MethodLinBa, MethodHaBa}
 }
 
 // IsKRRMethod reports whether method is a kernel-ridge-regression method
@@ -106,6 +106,8 @@ type MetaConfig struct {
 // image learning rate.
 func (cfg Config) part2Defaults() Config {
 	switch {
+	case cfg.Method == MethodHaBa:
+		cfg = cfg.habaDefaults()
 	case IsKRRMethod(cfg.Method):
 		k := &cfg.KRR
 		if cfg.Method == MethodKIP && k.Kernel == "" {
@@ -186,6 +188,8 @@ func (cfg Config) part2Validate() []error {
 	var errs []error
 	finitePos := func(v float64) bool { return v > 0 && !math.IsInf(v, 0) }
 	switch {
+	case cfg.Method == MethodHaBa:
+		errs = append(errs, cfg.habaValidate()...)
 	case IsKRRMethod(cfg.Method):
 		k := cfg.KRR
 		if cfg.Method == MethodKIP && k.Kernel != KernelFC && k.Kernel != KernelConv {
@@ -236,6 +240,8 @@ func (cfg Config) part2Validate() []error {
 // newPart2 returns the distiller of a method of this file, or nil.
 func newPart2(cfg Config) Distiller {
 	switch {
+	case cfg.Method == MethodHaBa:
+		return newHaBa(cfg)
 	case IsKRRMethod(cfg.Method):
 		return newKRR(cfg)
 	case IsMetaMethod(cfg.Method):

@@ -85,6 +85,11 @@ type DistillOptions struct {
 	UnrollSeg   int
 	Bases       int
 	Formations  int
+	// HaBa (haba): bases per class, hallucinators, their width, the
+	// budget override and the hallucinators' learning rate and λ; 0: the
+	// defaults (distill.HaBaConfig).
+	HaBaBases, HaBaHallucinators, HaBaWidth, HaBaBudgetIPC int
+	HaBaLRHal, HaBaLambda                                  float64
 	// TrainLimit and TestLimit use only the first N images (0: all), for
 	// quick checks.
 	TrainLimit, TestLimit int
@@ -128,7 +133,10 @@ backpropagate through --unroll SGD steps of a fresh network (dd: images and
 step size; sldd: also soft labels; ld: labels only); linba learns
 memory bases and addressing matrices (Deng & Russakovsky) within the float
 budget of --ipc images per class, writes the decoded images to
-synthetic.npz and the factors to factors.npz.
+synthetic.npz and the factors to factors.npz. haba (Liu et al.) learns
+per-class bases and a few hallucinator networks shared by all classes by
+trajectory matching (needs --buffer) with an adversarial contrastive
+constraint, within the same float budget (--haba-budget-ipc overrides it).
 A run that diverges stops with an error and keeps its last good checkpoint.`,
 		Args: cobra.NoArgs,
 		RunE: func(c *cobra.Command, _ []string) error {
@@ -189,6 +197,12 @@ A run that diverges stops with an error and keeps its last good checkpoint.`,
 	f.IntVar(&o.UnrollSeg, "unroll-segment", 0, "dd/sldd/ld: back-propagate K unrolled steps at a time with recomputation (bounded memory for long unrolls; 0: all at once)")
 	f.IntVar(&o.Bases, "bases", 0, "linba: memory bases (0: the most that fit the budget of --ipc images per class)")
 	f.IntVar(&o.Formations, "formations", 0, "linba: images decoded per class (0: 4 × --ipc)")
+	f.IntVar(&o.HaBaBases, "haba-bases", 0, "haba: bases per class (0: the most that fit the budget next to the hallucinators)")
+	f.IntVar(&o.HaBaHallucinators, "haba-hallucinators", 0, "haba: hallucinator networks shared by all classes (0: 5)")
+	f.IntVar(&o.HaBaWidth, "haba-width", 0, "haba: hallucinator feature channels (0: the image channels)")
+	f.IntVar(&o.HaBaBudgetIPC, "haba-budget-ipc", 0, "haba: charge the stored floats against this many plain images per class instead of --ipc (an explicit override)")
+	f.Float64Var(&o.HaBaLRHal, "haba-lr-hal", 0, "haba: SGD learning rate of the hallucinators (0: 100)")
+	f.Float64Var(&o.HaBaLambda, "haba-lambda", 0, "haba: weight λ of the adversarial diversity term (0: 0.1; negative: off)")
 	f.BoolVar(&o.Quiet, "quiet", false, "no progress display")
 	cmd.AddCommand(newDistillBufferCmd(stdout, stderr))
 	return cmd
@@ -309,6 +323,10 @@ func RunDistill(ctx context.Context, o *DistillOptions, stdout, stderr io.Writer
 	}
 	if !distill.IsKRRMethod(o.Method) {
 		cfg.KRR = distill.KRRConfig{}
+	}
+	if o.Method == distill.MethodHaBa {
+		cfg.HaBa = distill.HaBaConfig{Bases: o.HaBaBases, Hallucinators: o.HaBaHallucinators, Width: o.HaBaWidth, BudgetIPC: o.HaBaBudgetIPC,
+			LRHal: o.HaBaLRHal, Lambda: o.HaBaLambda}
 	}
 	d, err := distill.New(cfg, o.Dataset)
 	if err != nil {
