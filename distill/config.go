@@ -31,9 +31,9 @@ func Methods() []string {
 }
 
 // IsTrajectoryMethod reports whether method matches expert trajectories
-// (mtt, ftd, tesla) and so needs a trajectory buffer (Config.TM.Buffer).
+// (mtt, ftd, tesla, haba) and so needs a trajectory buffer (Config.TM.Buffer).
 func IsTrajectoryMethod(method string) bool {
-	return method == MethodMTT || method == MethodFTD || method == MethodTESLA
+	return method == MethodMTT || method == MethodFTD || method == MethodTESLA || method == MethodHaBa
 }
 
 // Initialisations of the synthetic images.
@@ -122,6 +122,8 @@ type Config struct {
 	// GTN and ITGAN configure the generator-based methods (gtn.go, itgan.go).
 	GTN   GTNConfig   `json:"gtn,omitzero"`
 	ITGAN ITGANConfig `json:"itgan,omitzero"`
+	// HaBa configures haba (haba.go).
+	HaBa HaBaConfig `json:"haba,omitzero"`
 	// DP, if set, makes DM, DC and DSA differentially private (dp.go);
 	// the initialisation then defaults to noise.
 	DP *DPConfig `json:"dp,omitempty"`

@@ -17,7 +17,19 @@ const (
 
 // part2Methods lists the methods of this file in a fixed order.
 func part2Methods() []string {
-	return []string{MethodKIP, MethodRFAD, MethodFRePo, MethodDD, MethodSLDD, MethodLD, MethodLinBa, MethodIDC, MethodGTN, MethodITGAN}
+	return []string{MethodKIP, MethodRFAD, MethodFRePo, MethodDD, MethodSLDD, MethodLD, MethodLinBa, MethodIDC, MethodHaBa, MethodGTN, MethodITGAN}
+}
+
+// HasFactors reports whether method learns factors (bases, codes,
+// decoders or a generator) that it decodes into its images; its
+// distiller's SaveFactors writes them, and fedsim distill puts them in
+// factors.npz beside synthetic.npz.
+func HasFactors(method string) bool {
+	switch method {
+	case MethodLinBa, MethodIDC, MethodHaBa, MethodGTN, MethodITGAN:
+		return true
+	}
+	return false
 }
 
 // IsKRRMethod reports whether method is a kernel-ridge-regression method
@@ -107,6 +119,8 @@ type MetaConfig struct {
 func (cfg Config) part2Defaults() Config {
 	cfg = cfg.genDefaults() // gtn, itgan (gtn.go)
 	switch {
+	case cfg.Method == MethodHaBa:
+		cfg = cfg.habaDefaults()
 	case IsKRRMethod(cfg.Method):
 		k := &cfg.KRR
 		if cfg.Method == MethodKIP && k.Kernel == "" {
@@ -188,6 +202,8 @@ func (cfg Config) part2Validate() []error {
 	finitePos := func(v float64) bool { return v > 0 && !math.IsInf(v, 0) }
 	errs = append(errs, cfg.genValidate()...) // gtn, itgan (gtn.go)
 	switch {
+	case cfg.Method == MethodHaBa:
+		errs = append(errs, cfg.habaValidate()...)
 	case IsKRRMethod(cfg.Method):
 		k := cfg.KRR
 		if cfg.Method == MethodKIP && k.Kernel != KernelFC && k.Kernel != KernelConv {
@@ -238,6 +254,8 @@ func (cfg Config) part2Validate() []error {
 // newPart2 returns the distiller of a method of this file, or nil.
 func newPart2(cfg Config) Distiller {
 	switch {
+	case cfg.Method == MethodHaBa:
+		return newHaBa(cfg)
 	case IsKRRMethod(cfg.Method):
 		return newKRR(cfg)
 	case IsMetaMethod(cfg.Method):

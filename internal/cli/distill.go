@@ -99,6 +99,11 @@ type DistillOptions struct {
 	GenHidden, ITGANDisc                                   []int
 	GenLR, ITGANLR, ITGANInvertLR, ITGANRec                float64
 	GTNOverBudget                                          bool
+	// HaBa (haba): bases per class, hallucinators, their width, the
+	// budget override and the hallucinators' learning rate and λ; 0: the
+	// defaults (distill.HaBaConfig).
+	HaBaBases, HaBaHallucinators, HaBaWidth, HaBaBudgetIPC int
+	HaBaLRHal, HaBaLambda                                  float64
 	// TrainLimit and TestLimit use only the first N images (0: all), for
 	// quick checks.
 	TrainLimit, TestLimit int
@@ -149,7 +154,10 @@ trained on real data; synthetic.npz holds the decoded images. gtn meta-learns a 
 conditional generator and its input codes through --unroll SGD steps (Such
 et al.; generator and codes must fit the float budget); itgan trains a small
 conditional GAN, inverts real images into its latent space and learns the
-codes by distribution matching (Zhao & Bilen).
+codes by distribution matching (Zhao & Bilen). haba (Liu et al.) learns
+per-class bases and a few hallucinator networks shared by all classes by
+trajectory matching (needs --buffer) with an adversarial contrastive
+constraint, within the same float budget (--haba-budget-ipc overrides it).
 A run that diverges stops with an error and keeps its last good checkpoint.`,
 		Args: cobra.NoArgs,
 		RunE: func(c *cobra.Command, _ []string) error {
@@ -229,6 +237,12 @@ A run that diverges stops with an error and keeps its last good checkpoint.`,
 	f.IntVar(&o.ITGANInvert, "itgan-invert-steps", 0, "itgan: Adam steps inverting the real images into codes (0: 500)")
 	f.Float64Var(&o.ITGANInvertLR, "itgan-invert-lr", 0, "itgan: learning rate of the inversion (0: 0.05)")
 	f.Float64Var(&o.ITGANRec, "itgan-rec", 0, "itgan: weight of the distance to the inverted real image (0: 0.01; negative: off)")
+	f.IntVar(&o.HaBaBases, "haba-bases", 0, "haba: bases per class (0: the most that fit the budget next to the hallucinators)")
+	f.IntVar(&o.HaBaHallucinators, "haba-hallucinators", 0, "haba: hallucinator networks shared by all classes (0: 5)")
+	f.IntVar(&o.HaBaWidth, "haba-width", 0, "haba: hallucinator feature channels (0: the image channels)")
+	f.IntVar(&o.HaBaBudgetIPC, "haba-budget-ipc", 0, "haba: charge the stored floats against this many plain images per class instead of --ipc (an explicit override)")
+	f.Float64Var(&o.HaBaLRHal, "haba-lr-hal", 0, "haba: SGD learning rate of the hallucinators (0: 100)")
+	f.Float64Var(&o.HaBaLambda, "haba-lambda", 0, "haba: weight λ of the adversarial diversity term (0: 0.1; negative: off)")
 	f.BoolVar(&o.Quiet, "quiet", false, "no progress display")
 	cmd.AddCommand(newDistillBufferCmd(stdout, stderr))
 	return cmd
@@ -360,6 +374,9 @@ func RunDistill(ctx context.Context, o *DistillOptions, stdout, stderr io.Writer
 	case distill.MethodITGAN:
 		cfg.ITGAN = distill.ITGANConfig{ZDim: o.GenZDim, Hidden: o.GenHidden, DiscHidden: o.ITGANDisc, GANEpochs: o.ITGANEpochs, GANBatch: o.ITGANBatch,
 			GANLR: o.ITGANLR, InvertSteps: o.ITGANInvert, InvertLR: o.ITGANInvertLR, Rec: o.ITGANRec}
+	case distill.MethodHaBa:
+		cfg.HaBa = distill.HaBaConfig{Bases: o.HaBaBases, Hallucinators: o.HaBaHallucinators, Width: o.HaBaWidth, BudgetIPC: o.HaBaBudgetIPC,
+			LRHal: o.HaBaLRHal, Lambda: o.HaBaLambda}
 	}
 	d, err := distill.New(cfg, o.Dataset)
 	if err != nil {
@@ -509,7 +526,7 @@ func RunDistill(ctx context.Context, o *DistillOptions, stdout, stderr io.Writer
 	}
 	// Factorized sets (linba) also write their factors, in the space the
 	// method worked in (whitened with --zca).
-	if f, ok := d.(interface{ SaveFactors(string) error }); ok && o.Method == distill.MethodLinBa {
+	if f, ok := d.(interface{ SaveFactors(string) error }); ok && distill.HasFactors(o.Method) {
 		if err := f.SaveFactors(filepath.Join(o.Out, "factors.npz")); err != nil {
 			return err
 		}

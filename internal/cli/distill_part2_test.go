@@ -12,7 +12,7 @@ import (
 // The kernel and meta-learning methods run through `fedsim distill` and
 // leave the same files: synthetic.npz (with y_soft where labels are
 // learned), grid.png, report.json with their configuration, a checkpoint
-// that --resume continues from, and for linba factors.npz.
+// that --resume continues from, and for factorized methods factors.npz.
 func TestDistillPart2Methods(t *testing.T) {
 	for _, c := range []struct {
 		method string
@@ -27,6 +27,9 @@ func TestDistillPart2Methods(t *testing.T) {
 		{"sldd", func(o *DistillOptions) { o.Unroll = 2 }, true},
 		{"ld", func(o *DistillOptions) { o.Unroll = 2 }, true},
 		{"linba", func(o *DistillOptions) { o.Unroll = 2 }, false},
+		{"idc", func(o *DistillOptions) { o.OuterLoop, o.IDCNetData = 1, 8 }, false},
+		{"gtn", func(o *DistillOptions) { o.Unroll, o.GenWarm, o.GTNOverBudget = 2, 2, true }, false},
+		{"itgan", func(o *DistillOptions) { o.ITGANEpochs, o.ITGANInvert = 1, 2 }, false},
 	} {
 		t.Run(c.method, func(t *testing.T) {
 			dir := t.TempDir()
@@ -42,11 +45,12 @@ func TestDistillPart2Methods(t *testing.T) {
 				t.Fatal(err)
 			}
 			want := 10
-			if c.method == "linba" {
-				want = 10 * 4 * o.IPC // r = 4·IPC decoded images per class
-				if _, err := os.Stat(filepath.Join(dir, "factors.npz")); err != nil {
-					t.Errorf("no factors.npz: %v", err)
-				}
+			switch c.method {
+			case "linba", "idc":
+				want = 10 * 4 * o.IPC // linba: r = 4·IPC; idc: factor² = 4 per stored image
+			}
+			if _, err := os.Stat(filepath.Join(dir, "factors.npz")); (err == nil) != distill.HasFactors(c.method) {
+				t.Errorf("factors.npz: %v, want one only for factorized methods", err)
 			}
 			if syn.Len() != want || (syn.YSoft != nil) != c.soft {
 				t.Errorf("%d images, soft labels %v (want %d, %v)", syn.Len(), syn.YSoft != nil, want, c.soft)
