@@ -24,7 +24,7 @@ var (
 	mnistErr   error
 )
 
-func loadMNIST(t *testing.T) (train, test *data.Dataset) {
+func loadMNIST(t testing.TB) (train, test *data.Dataset) {
 	t.Helper()
 	mnistOnce.Do(func() {
 		mnistTrain, mnistErr = data.Load("mnist", "train", "")
