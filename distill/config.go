@@ -117,6 +117,8 @@ type Config struct {
 	// meta-learning ones (dd, sldd, ld, linba); see part2.go.
 	KRR  KRRConfig  `json:"krr,omitzero"`
 	Meta MetaConfig `json:"meta,omitzero"`
+	// KFS configures kfs (kfs.go).
+	KFS KFSConfig `json:"kfs,omitzero"`
 	// DP, if set, makes DM, DC and DSA differentially private (dp.go);
 	// the initialisation then defaults to noise.
 	DP *DPConfig `json:"dp,omitempty"`
@@ -283,7 +285,7 @@ func (cfg Config) Defaults(dataset string) Config {
 	}
 	if cfg.DSAStrategy == "" {
 		cfg.DSAStrategy = "none"
-		if cfg.Method == MethodDM || cfg.Method == MethodDSA || IsTrajectoryMethod(cfg.Method) {
+		if cfg.Method == MethodDM || cfg.Method == MethodDSA || cfg.Method == MethodKFS || IsTrajectoryMethod(cfg.Method) {
 			cfg.DSAStrategy = DefaultDSAStrategy(dataset)
 		}
 	}

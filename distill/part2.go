@@ -17,7 +17,7 @@ const (
 
 // part2Methods lists the methods of this file in a fixed order.
 func part2Methods() []string {
-	return []string{MethodKIP, MethodRFAD, MethodFRePo, MethodDD, MethodSLDD, MethodLD, MethodLinBa}
+	return []string{MethodKIP, MethodRFAD, MethodFRePo, MethodDD, MethodSLDD, MethodLD, MethodLinBa, MethodKFS}
 }
 
 // IsKRRMethod reports whether method is a kernel-ridge-regression method
@@ -105,6 +105,7 @@ type MetaConfig struct {
 // before the generic defaults, so it can choose its own batch size and
 // image learning rate.
 func (cfg Config) part2Defaults() Config {
+	cfg = cfg.kfsDefaults()
 	switch {
 	case IsKRRMethod(cfg.Method):
 		k := &cfg.KRR
@@ -183,7 +184,7 @@ func (cfg Config) part2Defaults() Config {
 
 // part2Validate checks the fields of this file's methods (after Defaults).
 func (cfg Config) part2Validate() []error {
-	var errs []error
+	errs := cfg.kfsValidate()
 	finitePos := func(v float64) bool { return v > 0 && !math.IsInf(v, 0) }
 	switch {
 	case IsKRRMethod(cfg.Method):
@@ -240,6 +241,8 @@ func newPart2(cfg Config) Distiller {
 		return newKRR(cfg)
 	case IsMetaMethod(cfg.Method):
 		return newMeta(cfg)
+	case cfg.Method == MethodKFS:
+		return newKFS(cfg)
 	}
 	return nil
 }

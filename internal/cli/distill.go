@@ -85,6 +85,8 @@ type DistillOptions struct {
 	UnrollSeg   int
 	Bases       int
 	Formations  int
+	// KFS sizes and trains kfs (distill.KFSConfig; 0: the defaults).
+	KFS distill.KFSConfig
 	// TrainLimit and TestLimit use only the first N images (0: all), for
 	// quick checks.
 	TrainLimit, TestLimit int
@@ -189,6 +191,17 @@ A run that diverges stops with an error and keeps its last good checkpoint.`,
 	f.IntVar(&o.UnrollSeg, "unroll-segment", 0, "dd/sldd/ld: back-propagate K unrolled steps at a time with recomputation (bounded memory for long unrolls; 0: all at once)")
 	f.IntVar(&o.Bases, "bases", 0, "linba: memory bases (0: the most that fit the budget of --ipc images per class)")
 	f.IntVar(&o.Formations, "formations", 0, "linba: images decoded per class (0: 4 × --ipc)")
+	f.IntVar(&o.KFS.Codes, "kfs-codes", 0, "kfs: latent codes per class (0: as many as fit the budget of --ipc images per class)")
+	f.IntVar(&o.KFS.Decoders, "kfs-decoders", 0, "kfs: decoders shared by all classes (0: 8); a class decodes to codes × decoders images")
+	f.IntVar(&o.KFS.CodeChannels, "kfs-code-channels", 0, "kfs: channels of a latent code (0: the image channels)")
+	f.IntVar(&o.KFS.Downsample, "kfs-downsample", 0, "kfs: image size / code size, 1, 2, 4 or 8 (0: 2)")
+	f.IntVar(&o.KFS.Width, "kfs-width", 0, "kfs: hidden channels of a decoder (0: 8)")
+	f.Float64Var(&o.KFS.LRCode, "kfs-lr-code", 0, "kfs: Adam learning rate of the codes (0: 0.01)")
+	f.Float64Var(&o.KFS.LRDecoder, "kfs-lr-decoder", 0, "kfs: Adam learning rate of the decoders (0: 0.001)")
+	f.Float64Var(&o.KFS.Contrast, "kfs-contrast", 0, "kfs: weight of the class-prototype contrastive term (0: off)")
+	f.Float64Var(&o.KFS.Temperature, "kfs-temperature", 0, "kfs: temperature of the contrastive term (0: 0.1)")
+	f.IntVar(&o.KFS.BatchCodes, "kfs-batch-codes", 0, "kfs: codes per class decoded per iteration (0: all)")
+	f.IntVar(&o.KFS.MaxFloats, "kfs-max-floats", 0, "kfs: budget of stored floats, overriding classes × --ipc × C×H×W (0: no override)")
 	f.BoolVar(&o.Quiet, "quiet", false, "no progress display")
 	cmd.AddCommand(newDistillBufferCmd(stdout, stderr))
 	return cmd
@@ -309,6 +322,9 @@ func RunDistill(ctx context.Context, o *DistillOptions, stdout, stderr io.Writer
 	}
 	if !distill.IsKRRMethod(o.Method) {
 		cfg.KRR = distill.KRRConfig{}
+	}
+	if o.Method == distill.MethodKFS {
+		cfg.KFS = o.KFS
 	}
 	d, err := distill.New(cfg, o.Dataset)
 	if err != nil {
