@@ -333,7 +333,7 @@ func kfsPrototypes[T tensor.Float](means []*tensor.Tensor[T]) *tensor.Tensor[T] 
 // Simplifications against the paper: the decoder is our own tiny
 // upsample–conv stack with a skip path (the paper's exact decoder is not
 // reproduced); codes start from average-pooled real images (extra code
-// channels from small noise) rather than the paper's initialisation; the
+// channels from small noise; Config.Init = noise: from noise); the
 // paper's additional regulariser is replaced by an optional
 // class-prototype contrastive term (KFSConfig.Contrast, off by default).
 //
@@ -414,9 +414,15 @@ func (d *kfs) Init(_ context.Context, real *data.Dataset) error {
 
 // initCodes draws Codes real images of every class (cycling if a class
 // has fewer) and average-pools them by the downsampling factor into the
-// codes' first C channels; extra channels get N(0, 0.1²) noise.
+// codes' first C channels; extra channels get N(0, 0.1²) noise. With
+// Config.Init = noise every code entry is N(0, 1) instead.
 func (d *kfs) initCodes(rng *tensor.RNG) *tensor.Tensor[float32] {
 	l := d.lay
+	if d.cfg.Init == InitNoise {
+		z := tensor.New[float32](l.classes*l.codes, l.cz, l.hz, l.wz)
+		tensor.FillNormal(rng, z, 0, 1)
+		return z
+	}
 	var pick []int
 	for _, idx := range d.byClass {
 		perm := rng.Perm(len(idx))

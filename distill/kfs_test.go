@@ -329,3 +329,47 @@ func TestKFSRunResumeReproducible(t *testing.T) {
 		t.Errorf("factors.npz: floats %d, arrays hold %d, codes %v; want %d and [2 3 1 14 14]", got, stored, arrs["codes"].Shape, floats)
 	}
 }
+
+// Codes start as 2×2 average pools of real images of their class (the
+// paper's initialisation from real data), or from noise with Init noise.
+func TestKFSInitCodes(t *testing.T) {
+	train, _ := loadMNIST(t)
+	real := twoClass(train, 40)
+	for _, init := range []string{InitReal, InitNoise} {
+		d, err := New(Config{Method: MethodKFS, IPC: 1, Seed: 2, Model: "convnet-w8-d2", Init: init, KFS: KFSConfig{Decoders: 3, Width: 4}}, "mnist")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := d.Init(context.Background(), real); err != nil {
+			t.Fatal(err)
+		}
+		k := d.(*kfs)
+		byClass := real.ClassIndices()
+		for c := range 2 {
+			z := k.classCodes(c)
+			for i := range k.lay.codes {
+				code := z.Data[i*196 : (i+1)*196]
+				found := false
+				for _, j := range byClass[c] {
+					x, _ := real.Batch([]int{j})
+					match := true
+					for p, v := range code {
+						r, q := p/14, p%14
+						s := x.Data[2*r*28+2*q] + x.Data[2*r*28+2*q+1] + x.Data[(2*r+1)*28+2*q] + x.Data[(2*r+1)*28+2*q+1]
+						if math.Abs(float64(v-s/4)) > 1e-5 {
+							match = false
+							break
+						}
+					}
+					if match {
+						found = true
+						break
+					}
+				}
+				if found != (init == InitReal) {
+					t.Errorf("init %s: class %d code %d is a pooled real image of its class: %v", init, c, i, found)
+				}
+			}
+		}
+	}
+}
