@@ -124,6 +124,8 @@ type Config struct {
 	ITGAN ITGANConfig `json:"itgan,omitzero"`
 	// HaBa configures haba (haba.go).
 	HaBa HaBaConfig `json:"haba,omitzero"`
+	// KFS configures kfs (kfs.go).
+	KFS KFSConfig `json:"kfs,omitzero"`
 	// DP, if set, makes DM, DC and DSA differentially private (dp.go);
 	// the initialisation then defaults to noise.
 	DP *DPConfig `json:"dp,omitempty"`
@@ -291,7 +293,7 @@ func (cfg Config) Defaults(dataset string) Config {
 	}
 	if cfg.DSAStrategy == "" {
 		cfg.DSAStrategy = "none"
-		if cfg.Method == MethodDM || cfg.Method == MethodDSA || IsTrajectoryMethod(cfg.Method) || cfg.Method == MethodITGAN {
+		if cfg.Method == MethodDM || cfg.Method == MethodDSA || cfg.Method == MethodKFS || IsTrajectoryMethod(cfg.Method) || cfg.Method == MethodITGAN {
 			cfg.DSAStrategy = DefaultDSAStrategy(dataset)
 		}
 	}

@@ -17,7 +17,7 @@ const (
 
 // part2Methods lists the methods of this file in a fixed order.
 func part2Methods() []string {
-	return []string{MethodKIP, MethodRFAD, MethodFRePo, MethodDD, MethodSLDD, MethodLD, MethodLinBa, MethodIDC, MethodHaBa, MethodGTN, MethodITGAN}
+	return []string{MethodKIP, MethodRFAD, MethodFRePo, MethodDD, MethodSLDD, MethodLD, MethodLinBa, MethodIDC, MethodHaBa, MethodKFS, MethodGTN, MethodITGAN}
 }
 
 // HasFactors reports whether method learns factors (bases, codes,
@@ -26,7 +26,7 @@ func part2Methods() []string {
 // factors.npz beside synthetic.npz.
 func HasFactors(method string) bool {
 	switch method {
-	case MethodLinBa, MethodIDC, MethodHaBa, MethodGTN, MethodITGAN:
+	case MethodLinBa, MethodIDC, MethodHaBa, MethodKFS, MethodGTN, MethodITGAN:
 		return true
 	}
 	return false
@@ -118,6 +118,7 @@ type MetaConfig struct {
 // image learning rate.
 func (cfg Config) part2Defaults() Config {
 	cfg = cfg.genDefaults() // gtn, itgan (gtn.go)
+	cfg = cfg.kfsDefaults()
 	switch {
 	case cfg.Method == MethodHaBa:
 		cfg = cfg.habaDefaults()
@@ -198,7 +199,7 @@ func (cfg Config) part2Defaults() Config {
 
 // part2Validate checks the fields of this file's methods (after Defaults).
 func (cfg Config) part2Validate() []error {
-	var errs []error
+	errs := cfg.kfsValidate()
 	finitePos := func(v float64) bool { return v > 0 && !math.IsInf(v, 0) }
 	errs = append(errs, cfg.genValidate()...) // gtn, itgan (gtn.go)
 	switch {
@@ -264,6 +265,8 @@ func newPart2(cfg Config) Distiller {
 		return newIDC(cfg)
 	case IsGenMethod(cfg.Method):
 		return newGen(cfg)
+	case cfg.Method == MethodKFS:
+		return newKFS(cfg)
 	}
 	return nil
 }

@@ -104,6 +104,8 @@ type DistillOptions struct {
 	// defaults (distill.HaBaConfig).
 	HaBaBases, HaBaHallucinators, HaBaWidth, HaBaBudgetIPC int
 	HaBaLRHal, HaBaLambda                                  float64
+	// KFS sizes and trains kfs (distill.KFSConfig; 0: the defaults).
+	KFS distill.KFSConfig
 	// TrainLimit and TestLimit use only the first N images (0: all), for
 	// quick checks.
 	TrainLimit, TestLimit int
@@ -154,7 +156,9 @@ trained on real data; synthetic.npz holds the decoded images. gtn meta-learns a 
 conditional generator and its input codes through --unroll SGD steps (Such
 et al.; generator and codes must fit the float budget); itgan trains a small
 conditional GAN, inverts real images into its latent space and learns the
-codes by distribution matching (Zhao & Bilen). haba (Liu et al.) learns
+codes by distribution matching (Zhao & Bilen). kfs (Lee et al.) learns
+small latent codes per class and a few decoders shared by all classes by
+distribution matching, within the same float budget. haba (Liu et al.) learns
 per-class bases and a few hallucinator networks shared by all classes by
 trajectory matching (needs --buffer) with an adversarial contrastive
 constraint, within the same float budget (--haba-budget-ipc overrides it).
@@ -243,6 +247,17 @@ A run that diverges stops with an error and keeps its last good checkpoint.`,
 	f.IntVar(&o.HaBaBudgetIPC, "haba-budget-ipc", 0, "haba: charge the stored floats against this many plain images per class instead of --ipc (an explicit override)")
 	f.Float64Var(&o.HaBaLRHal, "haba-lr-hal", 0, "haba: SGD learning rate of the hallucinators (0: 100)")
 	f.Float64Var(&o.HaBaLambda, "haba-lambda", 0, "haba: weight λ of the adversarial diversity term (0: 0.1; negative: off)")
+	f.IntVar(&o.KFS.Codes, "kfs-codes", 0, "kfs: latent codes per class (0: as many as fit the budget of --ipc images per class)")
+	f.IntVar(&o.KFS.Decoders, "kfs-decoders", 0, "kfs: decoders shared by all classes (0: 8); a class decodes to codes × decoders images")
+	f.IntVar(&o.KFS.CodeChannels, "kfs-code-channels", 0, "kfs: channels of a latent code (0: the image channels)")
+	f.IntVar(&o.KFS.Downsample, "kfs-downsample", 0, "kfs: image size / code size, 1, 2, 4 or 8 (0: 2)")
+	f.IntVar(&o.KFS.Width, "kfs-width", 0, "kfs: hidden channels of a decoder (0: 8)")
+	f.Float64Var(&o.KFS.LRCode, "kfs-lr-code", 0, "kfs: Adam learning rate of the codes (0: 0.01)")
+	f.Float64Var(&o.KFS.LRDecoder, "kfs-lr-decoder", 0, "kfs: Adam learning rate of the decoders (0: 0.001)")
+	f.Float64Var(&o.KFS.Contrast, "kfs-contrast", 0, "kfs: weight of the class-prototype contrastive term (0: off)")
+	f.Float64Var(&o.KFS.Temperature, "kfs-temperature", 0, "kfs: temperature of the contrastive term (0: 0.1)")
+	f.IntVar(&o.KFS.BatchCodes, "kfs-batch-codes", 0, "kfs: codes per class decoded per iteration (0: all)")
+	f.IntVar(&o.KFS.MaxFloats, "kfs-max-floats", 0, "kfs: budget of stored floats, overriding classes × --ipc × C×H×W (0: no override)")
 	f.BoolVar(&o.Quiet, "quiet", false, "no progress display")
 	cmd.AddCommand(newDistillBufferCmd(stdout, stderr))
 	return cmd
@@ -377,6 +392,8 @@ func RunDistill(ctx context.Context, o *DistillOptions, stdout, stderr io.Writer
 	case distill.MethodHaBa:
 		cfg.HaBa = distill.HaBaConfig{Bases: o.HaBaBases, Hallucinators: o.HaBaHallucinators, Width: o.HaBaWidth, BudgetIPC: o.HaBaBudgetIPC,
 			LRHal: o.HaBaLRHal, Lambda: o.HaBaLambda}
+	case distill.MethodKFS:
+		cfg.KFS = o.KFS
 	}
 	d, err := distill.New(cfg, o.Dataset)
 	if err != nil {

@@ -30,6 +30,7 @@ func TestDistillPart2Methods(t *testing.T) {
 		{"idc", func(o *DistillOptions) { o.OuterLoop, o.IDCNetData = 1, 8 }, false},
 		{"gtn", func(o *DistillOptions) { o.Unroll, o.GenWarm, o.GTNOverBudget = 2, 2, true }, false},
 		{"itgan", func(o *DistillOptions) { o.ITGANEpochs, o.ITGANInvert = 1, 2 }, false},
+		{"kfs", func(o *DistillOptions) { o.KFS.Codes, o.KFS.Decoders = 1, 2 }, false},
 	} {
 		t.Run(c.method, func(t *testing.T) {
 			dir := t.TempDir()
@@ -48,6 +49,8 @@ func TestDistillPart2Methods(t *testing.T) {
 			switch c.method {
 			case "linba", "idc":
 				want = 10 * 4 * o.IPC // linba: r = 4·IPC; idc: factor² = 4 per stored image
+			case "kfs":
+				want = 10 * 2 // one code per class × two decoders
 			}
 			if _, err := os.Stat(filepath.Join(dir, "factors.npz")); (err == nil) != distill.HasFactors(c.method) {
 				t.Errorf("factors.npz: %v, want one only for factorized methods", err)
