@@ -138,6 +138,11 @@ func (cfg Config) genValidate() []error {
 	case MethodITGAN:
 		errs = append(errs, cfg.itganValidate(checkArch, finitePos)...)
 	}
+	if (cfg.Method == MethodGTN || cfg.Method == MethodITGAN) && cfg.ZCAReg > 0 {
+		// The generator's tanh maps onto the normalized pixel box, which
+		// whitened images leave.
+		errs = append(errs, fmt.Errorf("%s generates images in the normalized pixel range, not ZCA-whitened ones: drop --zca", cfg.Method))
+	}
 	return errs
 }
 

@@ -181,9 +181,10 @@ func sizeOf(shapes [][]int) int {
 // halFloats is the number of stored floats of one hallucinator.
 func (n habaNet) halFloats() int { return sizeOf(n.halShapes()) }
 
-// floats is the budget charge of the set: every basis value and every
-// hallucinator weight (the extractor is a training aid and is not stored).
-func (n habaNet) floats() int { return n.classes*n.nb*n.c*n.h*n.w + n.nh*n.halFloats() }
+// floats is the budget charge of the set: every basis value, every
+// hallucinator weight and the learned step size, which evaluation uses
+// (the extractor is a training aid and is not stored).
+func (n habaNet) floats() int { return n.classes*n.nb*n.c*n.h*n.w + n.nh*n.halFloats() + 1 }
 
 // habaSize resolves the bases per class and the hallucinator width for a
 // configuration and data shape, or explains why the factors do not fit
@@ -864,7 +865,8 @@ func (d *haba) Restore(c *Checkpoint) error {
 // file: bases float32 (classes·nb, C, H, W) with bases_y int64, the
 // hallucinators stacked over their first axis: enc_w (nh, m, C, k, k),
 // enc_b (nh, m), scale and shift (nh, m, H−k+1, W−k+1), dec_w (nh, m, C,
-// k, k) (transposed-convolution filters) and dec_b (nh, C); and floats
+// k, k) (transposed-convolution filters) and dec_b (nh, C); step_size
+// float32 (1), the learned learning rate evaluation uses; and floats
 // int64 (1), the number of stored floats the set is charged for. Image
 // j·nh + t of synthetic.npz is hallucinator t applied to basis j.
 func (d *haba) SaveFactors(path string) error {
@@ -895,6 +897,10 @@ func (d *haba) SaveFactors(path string) error {
 		}{name, append([]int{d.net.nh}, d.hal[0][i].Shape...), all})
 	}
 	arrays = append(arrays, struct {
+		name  string
+		shape []int
+		data  any
+	}{"step_size", []int{1}, []float32{d.lr}}, struct {
 		name  string
 		shape []int
 		data  any

@@ -247,12 +247,13 @@ func TestHaBaBudget(t *testing.T) {
 		cfg.HaBa = h
 		return habaSize(cfg, 10, shape)
 	}
-	// One hallucinator: 9 + 1 + 2·26·26 + 9 + 1 = 1372 floats.
+	// One hallucinator: 9 + 1 + 2·26·26 + 9 + 1 = 1372 floats; plus the
+	// learned step size.
 	n, err := at(2, HaBaConfig{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if n.halFloats() != 1372 || n.nb != 1 || n.floats() != 7840+5*1372 || n.floats() > 2*7840 {
+	if n.halFloats() != 1372 || n.nb != 1 || n.floats() != 7840+5*1372+1 || n.floats() > 2*7840 {
 		t.Fatalf("IPC 2: %d bases, %d floats per hallucinator, %d floats", n.nb, n.halFloats(), n.floats())
 	}
 	if n, err := at(10, HaBaConfig{}); err != nil || n.nb != 9 {
@@ -429,7 +430,7 @@ func TestHaBaTrainsAndSavesFactors(t *testing.T) {
 		t.Fatalf("floats %d, want %d", got, d.Floats())
 	}
 	var stored int
-	for _, name := range []string{"bases", "enc_w", "enc_b", "scale", "shift", "dec_w", "dec_b"} {
+	for _, name := range []string{"bases", "enc_w", "enc_b", "scale", "shift", "dec_w", "dec_b", "step_size"} {
 		stored += m[name].Size()
 	}
 	if stored != d.Floats() {

@@ -115,7 +115,9 @@ func (cfg Config) idcDefaults(dataset string) Config {
 	if p.Metric == "" {
 		switch {
 		case cfg.Match.Distance != "":
-			p.Metric = cfg.Match.Distance // --match-distance as an alias
+			// --match-distance as an alias; idc's own metrics (l1, mse)
+			// are not distances GradMatchLoss knows, so the alias moves.
+			p.Metric, cfg.Match.Distance = cfg.Match.Distance, ""
 		case digits:
 			p.Metric = IDCMetricL1
 		default:
@@ -143,8 +145,13 @@ func (cfg Config) idcDefaults(dataset string) Config {
 	if cfg.BatchReal == 0 {
 		cfg.BatchReal = 64
 	}
-	if cfg.OuterLoop == 0 && cfg.InnerLoop == 0 {
-		cfg.OuterLoop, cfg.InnerLoop = 100, 1
+	// Each loop has its own default: a zero inner loop must not silently
+	// turn off the network's training on real data.
+	if cfg.OuterLoop == 0 {
+		cfg.OuterLoop = 100
+	}
+	if cfg.InnerLoop == 0 {
+		cfg.InnerLoop = 1
 	}
 	if cfg.LRImg == 0 {
 		cfg.LRImg = idcDefaultLRImg(name, cfg.IPC)
@@ -196,6 +203,10 @@ func (cfg Config) idcValidate() []error {
 	var errs []error
 	p := cfg.IDC
 	finitePos := func(v float64) bool { return v > 0 && !math.IsInf(v, 0) }
+	if cfg.ZCAReg > 0 {
+		// IDC's image lr and its [0, 1] clamp are in pixel units.
+		errs = append(errs, errors.New("idc works on normalized pixels (its image lr and clamp are in pixel units), not ZCA-whitened images: drop --zca"))
+	}
 	if p.Factor < 1 || p.Factor > 64 {
 		errs = append(errs, fmt.Errorf("multi-formation factor %d must be in [1, 64] (--idc-factor; default 2)", p.Factor))
 	}
@@ -564,6 +575,10 @@ func IDCGradMatchLoss[T tensor.Float](m nn.Model[T], real *tensor.Tensor[T], rea
 // matching without; and
 // evaluation follows fedsim's protocol (DSA, no CutMix, DefaultEvalEpochs),
 // where IDC evaluates with CutMix for 1000 epochs.
+//
+// Its checkpoint holds the stored (undecoded) images, IPC per class: a
+// valid synthetic.npz of the stored set, not of the f²·IPC decoded images
+// that Synthetic returns and synthetic.npz holds.
 type idc struct {
 	imageState
 	form       *idcFormation

@@ -83,7 +83,7 @@ func TestITGANGradFiniteDifference(t *testing.T) {
 // smallITGAN trains a tiny GAN for one epoch on 120 images.
 func smallITGAN() Config {
 	return Config{Method: MethodITGAN, IPC: 2, Seed: 13, Model: "convnet-w8-d2", BatchReal: 8,
-		ITGAN: ITGANConfig{ZDim: 8, Hidden: []int{16}, DiscHidden: []int{16}, GANEpochs: 1, GANBatch: 32, InvertSteps: 40, Rec: 0.1}}
+		ITGAN: ITGANConfig{ZDim: 8, Hidden: []int{16}, DiscHidden: []int{16}, GANEpochs: 1, GANBatch: 32, InvertSteps: 40, Rec: 0.1, OverBudget: true}}
 }
 
 // TestITGANResumeAndSeed: interrupted and resumed itgan equals an
@@ -95,6 +95,15 @@ func TestITGANResumeAndSeed(t *testing.T) {
 	train, _ := loadMNIST(t)
 	real := twoClass(train, 60)
 	cfg := smallITGAN()
+	// The generator is charged: without the override the tiny GAN's 14 304
+	// floats exceed IPC 2's 3 136, and Init says so before training it.
+	within := cfg
+	within.ITGAN.OverBudget = false
+	if d, err := New(within, "mnist"); err != nil {
+		t.Fatal(err)
+	} else if err := d.Init(context.Background(), real); err == nil || !strings.Contains(err.Error(), "--itgan-over-budget") || !strings.Contains(err.Error(), "14336 floats") {
+		t.Errorf("itgan over its budget: %v", err)
+	}
 	d := checkResume(t, cfg, real).(*itgan)
 
 	noInv := cfg
@@ -137,7 +146,7 @@ func TestITGANResumeAndSeed(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if f := m["floats"].Data.([]int64)[0]; f != int64(len(d.codes.Data)) || m["codes"].Size() != int(f) {
+	if f := m["floats"].Data.([]int64)[0]; f != int64(len(d.codes.Data)+d.gen.floats()) || m["codes"].Size() != len(d.codes.Data) {
 		t.Errorf("factors.npz: floats %d, codes %d", f, m["codes"].Size())
 	}
 	var genFloats int

@@ -42,7 +42,8 @@ func (c *Checkpoint) matches(cfg Config) error {
 
 // Save writes c to path atomically, as an .npz file holding the synthetic
 // set's arrays (x, y, y_soft, mean, std, so it is also a valid
-// synthetic.npz), velocity, next (int64) and config (the configuration as
+// synthetic.npz; for idc, of its stored rather than its decoded images),
+// velocity, next (int64) and config (the configuration as
 // JSON bytes).
 func (c *Checkpoint) Save(path string) error {
 	if err := c.Syn.Validate(); err != nil {

@@ -98,7 +98,7 @@ type DistillOptions struct {
 	GenZDim, GenWarm, ITGANEpochs, ITGANBatch, ITGANInvert int
 	GenHidden, ITGANDisc                                   []int
 	GenLR, ITGANLR, ITGANInvertLR, ITGANRec                float64
-	GTNOverBudget                                          bool
+	GTNOverBudget, ITGANOverBudget                         bool
 	// HaBa (haba): bases per class, hallucinators, their width, the
 	// budget override and the hallucinators' learning rate and λ; 0: the
 	// defaults (distill.HaBaConfig).
@@ -234,6 +234,7 @@ A run that diverges stops with an error and keeps its last good checkpoint.`,
 	f.Float64Var(&o.GenLR, "gen-lr", 0, "gtn: Adam learning rate of the generator weights (0: 1e-3; --lr-img: of the codes)")
 	f.IntVar(&o.GenWarm, "gtn-warm-steps", 0, "gtn: steps fitting generator and codes to real images first, with --init real (0: 500)")
 	f.BoolVar(&o.GTNOverBudget, "gtn-over-budget", false, "gtn: allow a generator and codes larger than the float budget of --ipc images per class")
+	f.BoolVar(&o.ITGANOverBudget, "itgan-over-budget", false, "itgan: allow codes and generator larger than the float budget of --ipc images per class (the paper counts only the codes)")
 	f.IntVar(&o.ITGANEpochs, "itgan-epochs", 0, "itgan: GAN training epochs on the real data (0: 4)")
 	f.IntVar(&o.ITGANBatch, "itgan-batch", 0, "itgan: GAN batch size (0: 128)")
 	f.Float64Var(&o.ITGANLR, "itgan-lr", 0, "itgan: GAN Adam learning rate (0: 5e-4)")
@@ -388,7 +389,7 @@ func RunDistill(ctx context.Context, o *DistillOptions, stdout, stderr io.Writer
 			LRGen: o.GenLR, WarmSteps: o.GenWarm, OverBudget: o.GTNOverBudget}
 	case distill.MethodITGAN:
 		cfg.ITGAN = distill.ITGANConfig{ZDim: o.GenZDim, Hidden: o.GenHidden, DiscHidden: o.ITGANDisc, GANEpochs: o.ITGANEpochs, GANBatch: o.ITGANBatch,
-			GANLR: o.ITGANLR, InvertSteps: o.ITGANInvert, InvertLR: o.ITGANInvertLR, Rec: o.ITGANRec}
+			GANLR: o.ITGANLR, InvertSteps: o.ITGANInvert, InvertLR: o.ITGANInvertLR, Rec: o.ITGANRec, OverBudget: o.ITGANOverBudget}
 	case distill.MethodHaBa:
 		cfg.HaBa = distill.HaBaConfig{Bases: o.HaBaBases, Hallucinators: o.HaBaHallucinators, Width: o.HaBaWidth, BudgetIPC: o.HaBaBudgetIPC,
 			LRHal: o.HaBaLRHal, Lambda: o.HaBaLambda}

@@ -29,7 +29,7 @@ func TestDistillPart2Methods(t *testing.T) {
 		{"linba", func(o *DistillOptions) { o.Unroll = 2 }, false},
 		{"idc", func(o *DistillOptions) { o.OuterLoop, o.IDCNetData = 1, 8 }, false},
 		{"gtn", func(o *DistillOptions) { o.Unroll, o.GenWarm, o.GTNOverBudget = 2, 2, true }, false},
-		{"itgan", func(o *DistillOptions) { o.ITGANEpochs, o.ITGANInvert = 1, 2 }, false},
+		{"itgan", func(o *DistillOptions) { o.ITGANEpochs, o.ITGANInvert, o.ITGANOverBudget = 1, 2, true }, false},
 		{"kfs", func(o *DistillOptions) { o.KFS.Codes, o.KFS.Decoders = 1, 2 }, false},
 	} {
 		t.Run(c.method, func(t *testing.T) {
