@@ -176,7 +176,7 @@ A run that diverges stops with an error and keeps its last good checkpoint.`,
 	f.IntVar(&o.Iters, "iters", 0, fmt.Sprintf("iterations of dm, dc and dsa (0: %d)", defaultDistillIters))
 	f.StringVar(&o.Out, "out", "", "output folder (required)")
 	f.IntVar(&o.EvalEvery, "eval-every", 0, "also evaluate every K iterations (0: only at the end)")
-	f.StringSliceVar(&o.EvalModels, "eval-models", []string{"convnet"}, "models to evaluate on the synthetic set, comma-separated ("+strings.Join(nn.ModelNames(), ", ")+")")
+	f.StringSliceVar(&o.EvalModels, "eval-models", []string{"convnet"}, "models to evaluate on the synthetic set, comma-separated ("+strings.Join(nn.ModelNames(), ", ")+"), or krr: kernel ridge regression with the set's kernel (KIP's evaluation; --kernel and its flags, default the fully connected NTK)")
 	f.IntVar(&o.EvalRuns, "eval-runs", 5, "models trained per evaluation (0: no evaluation)")
 	f.IntVar(&o.EvalEpochs, "eval-epochs", 0, "training epochs per evaluation model (0: as the reference code: 1000 on mnist; elsewhere 1000 for dsa, dm, mtt, ftd, tesla, 600 for cafe, 300 for the rest)")
 	f.Float64Var(&o.EvalLR, "eval-lr", 0, "learning rate of the evaluation models (0: the learned step size for mtt/ftd/tesla/dd/sldd/ld, as their reference code evaluates; 0.01 otherwise)")
@@ -312,6 +312,9 @@ func validateEvalFlags(models []string, runs, epochs int, lr float64, shape []in
 		return usagef("--eval-models is empty")
 	}
 	for _, m := range models {
+		if m == distill.EvalKRR {
+			continue // kernel ridge regression, not a network
+		}
 		if _, err := nn.New[float32](m, shape, classes, tensor.NewRNG(0, 0)); err != nil {
 			return usageError{fmt.Errorf("--eval-models: %w", err)}
 		}
@@ -460,6 +463,17 @@ func RunDistill(ctx context.Context, o *DistillOptions, stdout, stderr io.Writer
 			lr = s.StepSize()
 		}
 		for _, m := range o.EvalModels {
+			if m == distill.EvalKRR {
+				r, err := evalKRR(ctx, cfg.KRR, syn, test, zca)
+				if err != nil {
+					return err
+				}
+				r.Iteration = it
+				rep.Evals = append(rep.Evals, r)
+				rep.EvalWallS += r.WallS
+				fmt.Fprintf(stdout, "iteration %d  krr  test accuracy %.4f  (kernel ridge regression on the set)\n", it, r.Mean)
+				continue
+			}
 			r, err := evalModel(ctx, syn, test, zca, m, o.EvalRuns, o.EvalEpochs, lr, o.Seed, o.Quiet, stderr)
 			if err != nil {
 				return err
@@ -598,6 +612,27 @@ func evalModel(ctx context.Context, syn *distill.SyntheticSet, test *data.Datase
 		return EvalRecord{}, err
 	}
 	return EvalRecord{Model: model, Runs: runs, Epochs: epochs, LR: cfg.LR, Mean: mean, Std: std, Accs: accs, WallS: time.Since(t0).Seconds()}, nil
+}
+
+// evalKRR evaluates syn by kernel ridge regression with the kernel of krr
+// (KIP's evaluation; zero fields: KIP's defaults), in the whitened space
+// when the run used --zca.
+func evalKRR(ctx context.Context, krr distill.KRRConfig, syn *distill.SyntheticSet, test *data.Dataset, zca *distill.ZCA) (EvalRecord, error) {
+	t0 := time.Now()
+	if zca != nil {
+		var err error
+		if syn, err = zca.ImportSet(syn); err != nil {
+			return EvalRecord{}, err
+		}
+		if test, err = zca.Dataset(test); err != nil {
+			return EvalRecord{}, err
+		}
+	}
+	acc, err := distill.EvaluateKRR(ctx, krr, syn, test, 0)
+	if err != nil {
+		return EvalRecord{}, err
+	}
+	return EvalRecord{Model: distill.EvalKRR, Runs: 1, Mean: acc, Accs: []float64{acc}, WallS: time.Since(t0).Seconds()}, nil
 }
 
 // BufferOptions are the flags of `fedsim distill buffer`.

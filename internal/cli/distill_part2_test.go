@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"encoding/json"
 	"os"
 	"path/filepath"
 	"strings"
@@ -68,5 +69,29 @@ func TestDistillPart2Methods(t *testing.T) {
 				t.Errorf("resume: %q", out)
 			}
 		})
+	}
+}
+
+// TestDistillKRREvaluation: --eval-models krr evaluates a KIP set by
+// kernel ridge regression with its own kernel, beside a network, and
+// report.json records it; KRR on 10 KIP images beats chance on real MNIST.
+func TestDistillKRREvaluation(t *testing.T) {
+	dir := t.TempDir()
+	o := tinyDistill("kip", dir)
+	o.EvalModels, o.EvalRuns, o.Iters = []string{"krr", "convnet-w8"}, 1, 20
+	out := runDistillOrSkip(t, o)
+	if !strings.Contains(out, "krr  test accuracy") {
+		t.Fatalf("stdout %q has no krr evaluation", out)
+	}
+	b, err := os.ReadFile(filepath.Join(dir, "report.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rep DistillReport
+	if err := json.Unmarshal(b, &rep); err != nil {
+		t.Fatal(err)
+	}
+	if len(rep.Evals) != 2 || rep.Evals[0].Model != "krr" || !(rep.Evals[0].Mean > 0.3) {
+		t.Fatalf("evaluations %+v: want krr first, above 30 %%", rep.Evals)
 	}
 }
