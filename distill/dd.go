@@ -367,13 +367,9 @@ func (d *metaDistiller) Step(ctx context.Context, it int) (float64, error) {
 	if err := ctx.Err(); err != nil {
 		return 0, fmt.Errorf("distill: iteration %d: %w", it, err)
 	}
-	rng := iterRNG(d.cfg.Seed, it)
-	m, err := nn.New[float32](d.cfg.Model, d.real.ImageShape(), d.real.Classes, rng)
+	m, rng, err := iterNet(d.cfg, d.real, it)
 	if err != nil {
-		return 0, fmt.Errorf("distill: %w", err)
-	}
-	if t, ok := m.(nn.Trainable); ok {
-		t.SetTraining(true)
+		return 0, err
 	}
 	var pick []int
 	for _, idx := range d.byClass {

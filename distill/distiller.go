@@ -8,6 +8,7 @@ import (
 	"slices"
 
 	"github.com/fedsim/fedsim/data"
+	"github.com/fedsim/fedsim/nn"
 	"github.com/fedsim/fedsim/tensor"
 )
 
@@ -81,6 +82,22 @@ const (
 )
 
 func iterRNG(seed uint64, it int) *tensor.RNG { return tensor.NewRNG(seed, streamIter+uint64(it)) }
+
+// iterNet returns iteration it's random stream and the freshly initialised
+// network of cfg.Model drawn first from it, in training mode (net.train()
+// in the references), for methods that match on a new network every
+// iteration.
+func iterNet(cfg Config, real *data.Dataset, it int) (nn.Model[float32], *tensor.RNG, error) {
+	rng := iterRNG(cfg.Seed, it)
+	m, err := nn.New[float32](cfg.Model, real.ImageShape(), real.Classes, rng)
+	if err != nil {
+		return nil, nil, fmt.Errorf("distill: %w", err)
+	}
+	if t, ok := m.(nn.Trainable); ok {
+		t.SetTraining(true)
+	}
+	return m, rng, nil
+}
 
 // imageState is what DM and DC/DSA share: the real data by class, the
 // synthetic images and their SGD-with-momentum state.

@@ -35,15 +35,11 @@ func (d *dm) Init(_ context.Context, real *data.Dataset) error {
 }
 
 func (d *dm) Step(ctx context.Context, it int) (float64, error) {
-	rng := iterRNG(d.cfg.Seed, it)
-	m, err := nn.New[float32](d.cfg.Model, d.real.ImageShape(), d.real.Classes, rng)
+	m, rng, err := iterNet(d.cfg, d.real, it)
 	if err != nil {
-		return 0, fmt.Errorf("distill: %w", err)
+		return 0, err
 	}
 	emb := m.(nn.Embedder[float32])
-	if tm, ok := m.(nn.Trainable); ok {
-		tm.SetTraining(true) // net.train() in the reference
-	}
 	var total float64
 	for c := range d.real.Classes {
 		if err := ctx.Err(); err != nil {

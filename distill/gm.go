@@ -141,6 +141,17 @@ func (g *gm) classSumLoss(ctx context.Context, m nn.Model[float32], rng *tensor.
 func GradMatchLoss[T tensor.Float](m nn.Model[T], real *tensor.Tensor[T], realY []int, syn *tensor.Tensor[T], synY []int, aug *data.Augmentation, match MatchConfig, grad *tensor.Tensor[T]) (float64, error) {
 	tp := ag.NewTape[T]()
 	defer tp.Release()
+	target, err := realGradients(tp, m, real, realY, aug)
+	if err != nil {
+		return 0, err
+	}
+	return gmMatch(tp, m, target, syn, synY, aug, match, grad)
+}
+
+// realGradients returns the gradient of m's cross entropy on the
+// (augmented) real batch with respect to its parameters, computed on tp
+// without a graph and cloned, and releases tp for the synthetic side.
+func realGradients[T tensor.Float](tp *ag.Tape[T], m nn.Model[T], real *tensor.Tensor[T], realY []int, aug *data.Augmentation) ([]*tensor.Tensor[T], error) {
 	xr := tp.Const(real)
 	if aug != nil {
 		xr = data.Apply(aug, xr)
@@ -148,14 +159,14 @@ func GradMatchLoss[T tensor.Float](m nn.Model[T], real *tensor.Tensor[T], realY 
 	ps := nn.Bind(tp, m)
 	gr, err := tp.Grad([]*ag.Var[T]{ag.CrossEntropy(m.Forward(xr, ps), realY)}, nil, ps, false)
 	if err != nil {
-		return 0, err
+		return nil, err
 	}
 	target := make([]*tensor.Tensor[T], len(gr))
 	for i, g := range gr {
 		target[i] = g.Value.Clone()
 	}
 	tp.Release()
-	return gmMatch(tp, m, target, syn, synY, aug, match, grad)
+	return target, nil
 }
 
 // gmMatch is GradMatchLoss's synthetic half: the distance between the

@@ -8,7 +8,6 @@ import (
 	"slices"
 
 	"github.com/fedsim/fedsim/data"
-	"github.com/fedsim/fedsim/nn"
 	"github.com/fedsim/fedsim/tensor"
 )
 
@@ -325,13 +324,9 @@ func (d *gtn) Step(ctx context.Context, it int) (float64, error) {
 	if err := ctx.Err(); err != nil {
 		return 0, fmt.Errorf("distill: iteration %d: %w", it, err)
 	}
-	rng := iterRNG(d.cfg.Seed, it)
-	m, err := nn.New[float32](d.cfg.Model, d.real.ImageShape(), d.real.Classes, rng)
+	m, rng, err := iterNet(d.cfg, d.real, it)
 	if err != nil {
-		return 0, fmt.Errorf("distill: %w", err)
-	}
-	if t, ok := m.(nn.Trainable); ok {
-		t.SetTraining(true)
+		return 0, err
 	}
 	xr, yr := metaBatch(d.real, d.byClass, d.cfg.BatchReal, rng)
 	task := MetaTask[float32]{Model: m, Start: m.Params(), X: d.x, Y: d.y, Steps: d.cfg.GTN.Steps, Momentum: d.cfg.GTN.Momentum,

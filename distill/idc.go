@@ -494,29 +494,22 @@ func IDCGradMatchLoss[T tensor.Float](m nn.Model[T], real *tensor.Tensor[T], rea
 	}
 	tp := ag.NewTape[T]()
 	defer tp.Release()
-	xr := tp.Const(real)
-	if aug != nil {
-		xr = data.Apply(aug, xr)
-	}
-	ps := nn.Bind(tp, m)
-	gr, err := tp.Grad([]*ag.Var[T]{ag.CrossEntropy(m.Forward(xr, ps), realY)}, nil, ps, false)
+	target, err := realGradients(tp, m, real, realY, aug)
 	if err != nil {
 		return 0, err
 	}
-	target := make([]*tensor.Tensor[T], len(gr))
-	for i, g := range gr {
-		if idcMatched(g.Value.Shape, matchFC) {
-			target[i] = g.Value.Clone()
+	for i, g := range target {
+		if !idcMatched(g.Shape, matchFC) {
+			target[i] = nil
 		}
 	}
-	tp.Release()
 
 	xs := tp.Param(syn)
 	x := xs
 	if aug != nil {
 		x = data.Apply(aug, x)
 	}
-	ps = nn.Bind(tp, m)
+	ps := nn.Bind(tp, m)
 	gS, err := tp.Grad([]*ag.Var[T]{ag.CrossEntropy(m.Forward(x, ps), synY)}, nil, ps, true)
 	if err != nil {
 		return 0, err
