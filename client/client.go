@@ -26,6 +26,8 @@ type Client struct {
 	// steps it holds.
 	privacy      *privacy.Accountant
 	privateSteps int
+	// privateReleases counts the class-mean releases (init mean) charged.
+	privateReleases int
 }
 
 // New returns client id holding data (which it does not modify).
@@ -149,6 +151,9 @@ func (c *Client) distill(ctx context.Context, t *Task) (*Result, error) {
 	init, err := t.initOf()
 	if err != nil {
 		return nil, err
+	}
+	if init == InitMean && (t.Method == MethodGM || t.Nets == NetsGlobal) {
+		return nil, fmt.Errorf("init %s is for one-shot dm with fresh networks (nets %s), not %s with nets %q: use %s or %s", InitMean, NetsRandom, t.Method, t.Nets, InitReal, InitNoise)
 	}
 	if err := c.spendPrivacy(t); err != nil {
 		return nil, err

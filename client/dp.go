@@ -26,6 +26,12 @@ type DPTask struct {
 	// Center clips DM's embeddings around the synthetic class mean
 	// (distill.DPConfig.Center).
 	Center bool `json:"center,omitempty"`
+	// InitClip and InitNoise are the clipping norm and noise multiplier of
+	// the release of the class means a task with init mean starts from
+	// (distill.ClassMeans): one Gaussian mechanism (sampling rate 1) per
+	// such task, charged before the iterations.
+	InitClip  float64 `json:"init_clip,omitempty"`
+	InitNoise float64 `json:"init_noise,omitempty"`
 	// Budget is the ε the client may spend in all (0: no limit): a task
 	// that would take the client past it is refused before any work.
 	Budget float64 `json:"budget,omitempty"`
@@ -35,6 +41,8 @@ type DPTask struct {
 	// from a checkpoint, or hosted by a restarted worker — charges the
 	// difference before anything else, so a budget holds across restarts.
 	PriorSteps int `json:"prior_steps,omitempty"`
+	// PriorReleases is the same ledger for the class-mean releases.
+	PriorReleases int `json:"prior_releases,omitempty"`
 }
 
 // distillConfig is the distill package's view of the settings (nil for
@@ -43,7 +51,8 @@ func (d *DPTask) distillConfig() *distill.DPConfig {
 	if d == nil {
 		return nil
 	}
-	return &distill.DPConfig{SampleRate: d.SampleRate, Clip: d.Clip, Noise: d.Noise, Center: d.Center}
+	return &distill.DPConfig{SampleRate: d.SampleRate, Clip: d.Clip, Noise: d.Noise, Center: d.Center,
+		InitClip: d.InitClip, InitNoise: d.InitNoise}
 }
 
 // spendPrivacy checks a private task's settings and records its steps in
@@ -63,8 +72,12 @@ func (c *Client) spendPrivacy(t *Task) error {
 	if !(d.Delta > 0 && d.Delta < 1) || !(d.Budget >= 0) || math.IsInf(d.Budget, 0) {
 		return fmt.Errorf("private task: δ = %g must be in (0, 1) and the budget ε = %g finite and not negative", d.Delta, d.Budget)
 	}
-	if d.PriorSteps < 0 {
-		return fmt.Errorf("private task: prior steps %d must not be negative", d.PriorSteps)
+	if d.PriorSteps < 0 || d.PriorReleases < 0 {
+		return fmt.Errorf("private task: prior steps %d and prior releases %d must not be negative", d.PriorSteps, d.PriorReleases)
+	}
+	release := t.Init == InitMean
+	if (release || d.PriorReleases > 0) && !(d.InitNoise > 0 && d.InitClip > 0) {
+		return fmt.Errorf("private task: init %s releases the class means: its noise multiplier %g and clipping norm %g must be positive", InitMean, d.InitNoise, d.InitClip)
 	}
 	if c.privacy == nil {
 		c.privacy = privacy.NewAccountant(privacy.Config{})
@@ -74,22 +87,39 @@ func (c *Client) spendPrivacy(t *Task) error {
 			return err
 		}
 	}
-	if t.Iterations < 1 {
+	if missing := d.PriorReleases - c.privateReleases; missing > 0 {
+		if err := c.privacy.Add(1, d.InitNoise, missing); err != nil {
+			return err
+		}
+		c.privateReleases += missing
+	}
+	var ms []privacy.Mechanism
+	if release {
+		ms = append(ms, privacy.Mechanism{Q: 1, Sigma: d.InitNoise, Steps: 1})
+	}
+	if t.Iterations > 0 {
+		ms = append(ms, privacy.Mechanism{Q: d.SampleRate, Sigma: d.Noise, Steps: t.Iterations})
+	}
+	if len(ms) == 0 {
 		return nil
 	}
-	if d.Budget == 0 {
-		return c.ChargePrivacy(d.SampleRate, d.Noise, t.Iterations)
+	budget := d.Budget
+	if budget == 0 {
+		budget = math.MaxFloat64
 	}
-	ok, err := c.privacy.TryAdd(d.SampleRate, d.Noise, t.Iterations, d.Delta, d.Budget)
+	ok, err := c.privacy.TryAddAll(ms, d.Delta, budget)
 	if err != nil {
 		return err
 	}
 	if !ok {
 		spent, _, _ := c.privacy.Spent(d.Delta)
-		after, _, _ := c.privacy.SpentAfter(d.SampleRate, d.Noise, t.Iterations, d.Delta)
+		after, _, _ := c.privacy.SpentAfterAll(ms, d.Delta)
 		return fmt.Errorf("privacy budget: refusing the task: it would take ε from %.4g to %.4g, over the budget ε = %g at δ = %g", spent, after, d.Budget, d.Delta)
 	}
 	c.privateSteps += t.Iterations
+	if release {
+		c.privateReleases++
+	}
 	return nil
 }
 

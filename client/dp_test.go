@@ -188,3 +188,44 @@ func TestDistillInit(t *testing.T) {
 		t.Fatalf("a refused private task was charged ε %g", eps)
 	}
 }
+
+// A private one-shot DM task that starts from the class means charges their
+// release (one plain Gaussian mechanism) beside its iterations; a client
+// rebuilt after a restart charges the releases the ledger counts; the
+// release needs its settings, and other paths refuse the mean start.
+func TestPrivateMeanInit(t *testing.T) {
+	const q, sigma, delta, iters = 0.5, 1.0, 1e-5, 2
+	release := privacy.Mechanism{Q: 1, Sigma: 4, Steps: 1}
+	task := func(priorSteps, priorReleases int) *Task {
+		return &Task{Round: 1, Client: 4, Kind: KindDistill, Method: MethodDM, Nets: NetsRandom, Seed: 1, Model: "convnet-w4", Dataset: "mnist",
+			IPC: 2, Iterations: iters, BatchReal: 4, Init: InitMean,
+			DP: &DPTask{SampleRate: q, Clip: 1, Noise: sigma, Delta: delta, InitClip: 6, InitNoise: release.Sigma,
+				PriorSteps: priorSteps, PriorReleases: priorReleases}}
+	}
+	want, _, _ := privacy.Config{}.EpsilonAfter([]privacy.Mechanism{release}, q, sigma, iters, delta)
+	c := testClient(t)
+	r := c.Handle(context.Background(), task(0, 0))
+	if r.Status != StatusOK || math.Abs(r.Epsilon-want) > 1e-9*want {
+		t.Fatalf("ε after the release and %d iterations: %g (%s), want %g", iters, r.Epsilon, r.Error, want)
+	}
+	twice, _, _ := privacy.Config{}.EpsilonAfter([]privacy.Mechanism{release, release}, q, sigma, 2*iters, delta)
+	lived := c.Handle(context.Background(), task(iters, 1))
+	restarted := testClient(t).Handle(context.Background(), task(iters, 1))
+	if lived.Status != StatusOK || restarted.Status != StatusOK || math.Abs(lived.Epsilon-twice) > 1e-9*twice || restarted.Epsilon != lived.Epsilon {
+		t.Fatalf("second task: lived %g (%s), restarted %g (%s), want %g", lived.Epsilon, lived.Error, restarted.Epsilon, restarted.Error, twice)
+	}
+	bad := task(0, 0)
+	bad.DP.InitNoise = 0
+	if r := testClient(t).Handle(context.Background(), bad); r.Status != StatusFailed || !strings.Contains(r.Error, "releases the class means") {
+		t.Fatalf("a mean start without release noise: %+v", r)
+	}
+	gm := task(0, 0)
+	gm.Method = MethodGM
+	other := testClient(t)
+	if r := other.Handle(context.Background(), gm); r.Status != StatusFailed || !strings.Contains(r.Error, "one-shot dm") {
+		t.Fatalf("gm from the class means: %+v", r)
+	}
+	if eps, _ := other.Spent(delta); eps != 0 {
+		t.Fatalf("a refused task spent ε = %g", eps)
+	}
+}

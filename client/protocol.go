@@ -95,7 +95,8 @@ type Task struct {
 	LRImg      float64 `json:"lr_img,omitempty"`
 	Nets       string  `json:"nets,omitempty"`
 	// Init is where the synthetic images start: InitReal (random real
-	// images of the class) or InitNoise (Gaussian noise); "" is real, or
+	// images of the class), InitNoise (Gaussian noise) or InitMean (the
+	// class mean, one-shot DM only); "" is real, or
 	// noise when the task is private (real images would be released as
 	// they are).
 	Init string `json:"init,omitempty"`
@@ -116,6 +117,10 @@ type Task struct {
 const (
 	InitReal  = distill.InitReal
 	InitNoise = distill.InitNoise
+	// InitMean starts from each class's mean image, pooled and jittered
+	// (distill.InitMean); in a private task the means are released by the
+	// Gaussian mechanism of DPTask.InitClip and InitNoise.
+	InitMean = distill.InitMean
 )
 
 // initOf returns where t's synthetic images start, or an error for an
@@ -127,15 +132,15 @@ func (t *Task) initOf() (string, error) {
 			return InitNoise, nil
 		}
 		return InitReal, nil
-	case InitNoise:
-		return InitNoise, nil
+	case InitNoise, InitMean:
+		return t.Init, nil
 	case InitReal:
 		if t.DP != nil {
 			return "", fmt.Errorf("a private task cannot start from real images (they would be released as they are): want init %q", InitNoise)
 		}
 		return InitReal, nil
 	}
-	return "", fmt.Errorf("unknown initialisation %q (want %s or %s)", t.Init, InitReal, InitNoise)
+	return "", fmt.Errorf("unknown initialisation %q (want %s, %s or %s)", t.Init, InitReal, InitNoise, InitMean)
 }
 
 // Result statuses.

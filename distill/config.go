@@ -92,7 +92,8 @@ type Config struct {
 	// (10, 50) at IPC 10, (50, 10) at IPC 50, (10, 50) otherwise.
 	OuterLoop int `json:"outer_loop"`
 	InnerLoop int `json:"inner_loop"`
-	// Init is InitReal or InitNoise (default: noise for DC, real otherwise).
+	// Init is InitReal, InitNoise or InitMean (DM, DC and DSA only; see
+	// InitMean) (default: noise for DC and with DP, real otherwise).
 	Init string `json:"init"`
 	// ZCAReg records that the caller ZCA-whitened the real images with
 	// this regularisation ε before distilling (FitZCA, ZCA.Dataset; 0: not
@@ -291,6 +292,16 @@ func (cfg Config) Defaults(dataset string) Config {
 			cfg.Init = InitNoise
 		}
 	}
+	if cfg.Init == InitMean && cfg.DP != nil && (cfg.DP.InitClip == 0 || cfg.DP.InitNoise == 0) {
+		dp := *cfg.DP // the caller's settings stay as they are
+		if dp.InitClip == 0 {
+			dp.InitClip = DefaultDPInitClip
+		}
+		if dp.InitNoise == 0 {
+			dp.InitNoise = DefaultDPInitNoise
+		}
+		cfg.DP = &dp
+	}
 	if cfg.DSAStrategy == "" {
 		cfg.DSAStrategy = "none"
 		if cfg.Method == MethodDM || cfg.Method == MethodDSA || cfg.Method == MethodKFS || IsTrajectoryMethod(cfg.Method) || cfg.Method == MethodITGAN {
@@ -357,8 +368,11 @@ func (cfg Config) Validate() error {
 	if cfg.OuterLoop < 1 || cfg.InnerLoop < 0 {
 		errs = append(errs, fmt.Errorf("outer loop %d must be ≥ 1 and inner loop %d ≥ 0", cfg.OuterLoop, cfg.InnerLoop))
 	}
-	if cfg.Init != InitReal && cfg.Init != InitNoise {
-		errs = append(errs, fmt.Errorf("initialisation %q: want %s or %s", cfg.Init, InitReal, InitNoise))
+	switch {
+	case cfg.Init == InitMean && cfg.Method != MethodDM && cfg.Method != MethodDC && cfg.Method != MethodDSA:
+		errs = append(errs, fmt.Errorf("initialisation %s is for dm, dc and dsa, not %s: use %s or %s", InitMean, cfg.Method, InitReal, InitNoise))
+	case cfg.Init != InitReal && cfg.Init != InitNoise && cfg.Init != InitMean:
+		errs = append(errs, fmt.Errorf("initialisation %q: want %s, %s or %s", cfg.Init, InitReal, InitNoise, InitMean))
 	}
 	if _, err := data.ParseDSAStrategy(cfg.DSAStrategy); err != nil {
 		errs = append(errs, err)

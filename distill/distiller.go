@@ -122,9 +122,12 @@ func (s *imageState) init(real *data.Dataset) error {
 	s.real = real
 	s.byClass = real.ClassIndices()
 	rng := tensor.NewRNG(s.cfg.Seed, streamInit)
-	if s.cfg.Init == InitReal {
+	switch s.cfg.Init {
+	case InitReal:
 		s.syn = randomReal(real, s.byClass, s.cfg.IPC, rng)
-	} else {
+	case InitMean:
+		s.syn = meanSet(real, s.byClass, s.cfg.IPC, s.cfg.DP, rng)
+	default:
 		s.syn = noiseSet(real, s.cfg.IPC, rng)
 	}
 	s.velocity = tensor.New[float32](s.syn.X.Shape...)

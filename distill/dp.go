@@ -46,6 +46,12 @@ type DPConfig struct {
 	// releases), so each example still moves the class sums by at most
 	// Clip and the accounting is unchanged.
 	Center bool `json:"center,omitempty"`
+	// InitClip and InitNoise are the clipping norm and noise multiplier of
+	// the private release of the class means that InitMean starts from
+	// (ClassMeans; defaults DefaultDPInitClip and DefaultDPInitNoise when
+	// the configuration asks for InitMean).
+	InitClip  float64 `json:"init_clip,omitempty"`
+	InitNoise float64 `json:"init_noise,omitempty"`
 }
 
 // Validate checks the ranges; errors name the field and the fix.
@@ -365,7 +371,8 @@ func (s *imageState) gmLoss(m nn.Model[float32], xr *tensor.Tensor[float32], yr 
 
 // validateDP checks the DP settings against the rest of the configuration:
 // only DM, DC and DSA have a private variant, the synthetic images must
-// start from noise (real images would be released as they are), and the
+// start from noise or the privately released class means (real images
+// would be released as they are), and the
 // IDC inner loop and the DCC class sum (which read real data outside the
 // clipped sums) are not private.
 func (cfg Config) validateDP() error {
@@ -378,10 +385,13 @@ func (cfg Config) validateDP() error {
 	switch {
 	case cfg.Method != MethodDM && cfg.Method != MethodDC && cfg.Method != MethodDSA:
 		return fmt.Errorf("distill: dp: method %s has no private variant: use dm, dc or dsa", cfg.Method)
-	case cfg.Init != InitNoise:
-		return fmt.Errorf("distill: dp: initialisation %q would release real images: use %s", cfg.Init, InitNoise)
+	case cfg.Init != InitNoise && cfg.Init != InitMean:
+		return fmt.Errorf("distill: dp: initialisation %q would release real images: use %s or %s", cfg.Init, InitNoise, InitMean)
 	case cfg.Match.InnerReal || cfg.Match.ClassSum:
 		return fmt.Errorf("distill: dp: the inner loop on real data and the class-sum objective are not private: turn them off")
+	}
+	if cfg.Init == InitMean {
+		return cfg.DP.validateInitRelease()
 	}
 	return nil
 }

@@ -86,22 +86,19 @@ func (a *Accountant) Spent(delta float64) (eps, order float64, err error) {
 // SpentAfter returns what Spent would return after Add(q, sigma, steps),
 // without recording the steps.
 func (a *Accountant) SpentAfter(q, sigma float64, steps int, delta float64) (eps, order float64, err error) {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	if err := checkDelta(delta); err != nil {
-		return 0, 0, err
-	}
-	r, err := a.composed(q, sigma, steps)
-	if err != nil {
-		return 0, 0, err
-	}
-	return EpsilonFromRDP(a.Config.orders(), r, delta, a.Config.Conversion)
+	return a.SpentAfterAll([]Mechanism{{Q: q, Sigma: sigma, Steps: steps}}, delta)
 }
 
 // TryAdd records the steps only if the ε spent afterwards at δ stays within
 // budget, and reports whether it did: a client stops training when it
 // returns false.
 func (a *Accountant) TryAdd(q, sigma float64, steps int, delta, budget float64) (bool, error) {
+	return a.TryAddAll([]Mechanism{{Q: q, Sigma: sigma, Steps: steps}}, delta, budget)
+}
+
+// TryAddAll is TryAdd for several mechanisms at once (a release and the
+// steps after it): all are recorded or none.
+func (a *Accountant) TryAddAll(ms []Mechanism, delta, budget float64) (bool, error) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if err := checkDelta(delta); err != nil {
@@ -110,16 +107,43 @@ func (a *Accountant) TryAdd(q, sigma float64, steps int, delta, budget float64) 
 	if err := checkTarget(budget); err != nil {
 		return false, err
 	}
-	r, err := a.composed(q, sigma, steps)
+	r, err := a.Config.rdp(ms)
 	if err != nil {
 		return false, err
+	}
+	for i := range r {
+		if a.rdp != nil {
+			r[i] += a.rdp[i]
+		}
 	}
 	eps, _, err := EpsilonFromRDP(a.Config.orders(), r, delta, a.Config.Conversion)
 	if err != nil || eps > budget {
 		return false, err
 	}
-	a.rdp, a.steps = r, a.steps+steps
+	a.rdp = r
+	for _, m := range ms {
+		a.steps += m.Steps
+	}
 	return true, nil
+}
+
+// SpentAfterAll is SpentAfter for several mechanisms.
+func (a *Accountant) SpentAfterAll(ms []Mechanism, delta float64) (eps, order float64, err error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if err := checkDelta(delta); err != nil {
+		return 0, 0, err
+	}
+	r, err := a.Config.rdp(ms)
+	if err != nil {
+		return 0, 0, err
+	}
+	for i := range r {
+		if a.rdp != nil {
+			r[i] += a.rdp[i]
+		}
+	}
+	return EpsilonFromRDP(a.Config.orders(), r, delta, a.Config.Conversion)
 }
 
 // Steps returns the number of steps recorded.

@@ -15,6 +15,9 @@ type Settings struct {
 	Epsilon float64 // budget ε; 0: none (σ given, ε reported)
 	Clip    float64 // C
 	Delta   float64 // δ
+	// Prior are mechanisms each client runs before the steps (DP-DM's
+	// release of the class means); the budget covers them too.
+	Prior []Mechanism
 }
 
 // Enabled reports whether any DP setting is given.
@@ -44,14 +47,14 @@ func (s Settings) Resolve(q float64, steps, firstSteps int) (float64, error) {
 		return 0, fmt.Errorf("privacy: %d steps (%d in the first task): a private run needs at least one step", steps, firstSteps)
 	}
 	if s.Noise == 0 {
-		sigma, err := NoiseForEpsilon(q, steps, s.Epsilon, s.Delta)
+		sigma, err := Config{}.NoiseForEpsilonAfter(s.Prior, q, steps, s.Epsilon, s.Delta)
 		if err != nil {
 			return 0, err
 		}
 		return sigma, nil
 	}
 	if s.Epsilon > 0 {
-		eps, _, err := Epsilon(q, s.Noise, firstSteps, s.Delta)
+		eps, _, err := Config{}.EpsilonAfter(s.Prior, q, s.Noise, firstSteps, s.Delta)
 		if err != nil {
 			return 0, err
 		}

@@ -3,6 +3,7 @@ package privacy
 import (
 	"fmt"
 	"math"
+	"slices"
 )
 
 // Config selects the grid of Rényi orders and the (ε, δ) conversion. The
@@ -77,6 +78,19 @@ func (c Config) Epsilon(q, sigma float64, steps int, delta float64) (eps, order 
 	return EpsilonFromRDP(c.orders(), rdp, delta, c.Conversion)
 }
 
+// EpsilonAfter is Epsilon for the mechanisms prior followed by steps
+// steps of (q, sigma).
+func (c Config) EpsilonAfter(prior []Mechanism, q, sigma float64, steps int, delta float64) (eps, order float64, err error) {
+	if err := checkDelta(delta); err != nil {
+		return 0, 0, err
+	}
+	rdp, err := c.rdp(append(slices.Clone(prior), Mechanism{Q: q, Sigma: sigma, Steps: steps}))
+	if err != nil {
+		return 0, 0, err
+	}
+	return EpsilonFromRDP(c.orders(), rdp, delta, c.Conversion)
+}
+
 // Epsilon is Config{}.Epsilon: default orders, Improved conversion.
 func Epsilon(q, sigma float64, steps int, delta float64) (eps, order float64, err error) {
 	return Config{}.Epsilon(q, sigma, steps, delta)
@@ -105,6 +119,42 @@ func checkTarget(targetEps float64) error {
 // precision 1e-9, rounded up) for which steps compositions of the sampled
 // Gaussian mechanism with rate q spend at most targetEps at δ.
 func (c Config) NoiseForEpsilon(q float64, steps int, targetEps, delta float64) (float64, error) {
+	return c.NoiseForEpsilonAfter(nil, q, steps, targetEps, delta)
+}
+
+// Mechanism is Steps compositions of the sampled Gaussian mechanism with
+// sampling rate Q and noise multiplier Sigma (Q = 1: the plain Gaussian
+// mechanism).
+type Mechanism struct {
+	Q, Sigma float64
+	Steps    int
+}
+
+func (m Mechanism) String() string {
+	return fmt.Sprintf("%d× q = %g, σ = %g", m.Steps, m.Q, m.Sigma)
+}
+
+// rdp returns the RDP of the mechanisms ms composed, at c's orders (zeros
+// for none).
+func (c Config) rdp(ms []Mechanism) ([]float64, error) {
+	out := make([]float64, len(c.orders()))
+	for _, m := range ms {
+		r, err := RDP(m.Q, m.Sigma, m.Steps, c.orders())
+		if err != nil {
+			return nil, err
+		}
+		for i := range out {
+			out[i] += r[i]
+		}
+	}
+	return out, nil
+}
+
+// NoiseForEpsilonAfter is NoiseForEpsilon when the mechanisms prior are
+// composed before the steps (a private release at the start of training,
+// say): the smallest σ for which prior and the steps together spend at
+// most targetEps at δ.
+func (c Config) NoiseForEpsilonAfter(prior []Mechanism, q float64, steps int, targetEps, delta float64) (float64, error) {
 	if err := checkQSigma(q, 1); err != nil {
 		return 0, err
 	}
@@ -120,8 +170,25 @@ func (c Config) NoiseForEpsilon(q float64, steps int, targetEps, delta float64) 
 	if steps == 0 {
 		return 0, fmt.Errorf("privacy: steps = 0 spend no privacy, so any noise multiplier meets ε = %g: give the number of training steps", targetEps)
 	}
+	base, err := c.rdp(prior)
+	if err != nil {
+		return 0, err
+	}
+	if e, _, err := EpsilonFromRDP(c.orders(), base, delta, c.Conversion); err != nil {
+		return 0, err
+	} else if len(prior) > 0 && e >= targetEps {
+		return 0, fmt.Errorf("privacy: target ε = %g is unreachable: the releases before the steps (%v) already spend ε = %.4g at δ = %g; raise the target or their noise", targetEps, prior, e, delta)
+	}
+	total := make([]float64, len(base))
 	eps := func(sigma float64) (float64, error) {
-		e, _, err := c.Epsilon(q, sigma, steps, delta)
+		r, err := RDP(q, sigma, steps, c.orders())
+		if err != nil {
+			return 0, err
+		}
+		for i := range total {
+			total[i] = base[i] + r[i]
+		}
+		e, _, err := EpsilonFromRDP(c.orders(), total, delta, c.Conversion)
 		return e, err
 	}
 	// Bracket: eps(lo) > target ≥ eps(hi).

@@ -2,6 +2,7 @@ package privacy
 
 import (
 	"math"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -360,5 +361,59 @@ func TestConversionFormulas(t *testing.T) {
 	// Orders at or below 1.01 are skipped by the improved conversion.
 	if e, _, err := EpsilonFromRDP([]float64{1.005}, []float64{0.1}, 1e-5, Improved); err != nil || !math.IsInf(e, 1) {
 		t.Errorf("α = 1.005: ε = %v, %v", e, err)
+	}
+}
+
+// A release before the steps (DP-DM's class means) is composed with them:
+// NoiseForEpsilonAfter's σ spends exactly the target with the release, the
+// accountant agrees, TryAddAll records all or nothing, and a release that
+// alone spends the target is refused.
+func TestPriorRelease(t *testing.T) {
+	const q, steps, target, delta = 0.5, 200, 10.0, 1e-5
+	prior := []Mechanism{{Q: 1, Sigma: 5, Steps: 1}}
+	plain, err := NoiseForEpsilon(q, steps, target, delta)
+	if err != nil {
+		t.Fatal(err)
+	}
+	after, err := Config{}.NoiseForEpsilonAfter(prior, q, steps, target, delta)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !(after > plain) {
+		t.Fatalf("σ with a prior release %g, without %g: want more noise with it", after, plain)
+	}
+	eps, _, err := Config{}.EpsilonAfter(prior, q, after, steps, delta)
+	if err != nil || !(eps <= target && eps > target*(1-1e-6)) {
+		t.Fatalf("ε of release + steps at σ = %g: %g (%v), want just under %g", after, eps, err, target)
+	}
+	// The release's RDP is the plain Gaussian's α/(2σ²).
+	r, _ := RDP(1, 5, 1, []float64{2, 8})
+	if math.Abs(r[0]-2.0/50) > 1e-12 || math.Abs(r[1]-8.0/50) > 1e-12 {
+		t.Fatalf("release RDP %v, want [0.04 0.16]", r)
+	}
+	var a Accountant
+	ms := append(slices.Clone(prior), Mechanism{Q: q, Sigma: after, Steps: steps})
+	if ok, err := a.TryAddAll(ms, delta, target); !ok || err != nil {
+		t.Fatalf("release + steps within the budget refused: %v", err)
+	}
+	if got, _, _ := a.Spent(delta); relErr(got, eps) > 1e-12 || a.Steps() != steps+1 {
+		t.Fatalf("accountant spent %g over %d steps, want %g over %d", got, a.Steps(), eps, steps+1)
+	}
+	if ok, err := a.TryAddAll(prior, delta, target); ok || err != nil {
+		t.Fatalf("a second release past the budget: ok %v, %v", ok, err)
+	}
+	if got, _, _ := a.Spent(delta); relErr(got, eps) > 1e-12 {
+		t.Fatalf("a refused release was recorded: spent %g, want %g", got, eps)
+	}
+	if _, err := (Config{}).NoiseForEpsilonAfter([]Mechanism{{Q: 1, Sigma: 0.5, Steps: 1}}, q, steps, 1, delta); err == nil || !strings.Contains(err.Error(), "releases before the steps") {
+		t.Fatalf("a release over the target alone: %v", err)
+	}
+	s := Settings{Epsilon: target, Clip: 1, Delta: delta, Prior: prior}
+	if got, err := s.Resolve(q, steps, steps); err != nil || got != after {
+		t.Fatalf("Settings.Resolve with the prior: %g (%v), want %g", got, err, after)
+	}
+	s.Noise = plain // enough for the steps alone, not with the release
+	if _, err := s.Resolve(q, steps, steps); err == nil || !strings.Contains(err.Error(), "unreachable") {
+		t.Fatalf("σ without room for the release: %v", err)
 	}
 }

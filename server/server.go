@@ -105,6 +105,9 @@ type State struct {
 	// sent, since the server cannot know whether a silent client ran its
 	// task). Tasks carry it as DPTask.PriorSteps.
 	PrivateSteps map[int]int
+	// PrivateReleases is the ledger of the class-mean releases (tasks
+	// with init mean), carried as DPTask.PriorReleases.
+	PrivateReleases map[int]int
 	// Epsilon is the ε each client reported it had spent, by client id.
 	Epsilon map[int]float64
 }
@@ -249,6 +252,11 @@ func (s *Server) Restore(st State, global *client.Weights) error {
 			return fmt.Errorf("server: checkpoint privacy ledger: client %d with %d steps (want a client in 0..%d and steps ≥ 0)", id, n, s.cfg.Clients-1)
 		}
 	}
+	for id, n := range st.PrivateReleases {
+		if id < 0 || id >= s.cfg.Clients || n < 0 {
+			return fmt.Errorf("server: checkpoint privacy ledger: client %d with %d class-mean releases (want a client in 0..%d and releases ≥ 0)", id, n, s.cfg.Clients-1)
+		}
+	}
 	for id, eps := range st.Epsilon {
 		if id < 0 || id >= s.cfg.Clients || !(eps >= 0) || math.IsInf(eps, 0) {
 			return fmt.Errorf("server: checkpoint privacy record: client %d with ε = %g (want a client in 0..%d and a finite ε ≥ 0)", id, eps, s.cfg.Clients-1)
@@ -315,6 +323,13 @@ func (s *Server) StartRound() ([]*client.Task, error) {
 			}
 			dp.PriorSteps = s.st.PrivateSteps[id]
 			s.st.PrivateSteps[id] += t.Iterations
+			dp.PriorReleases = s.st.PrivateReleases[id]
+			if t.Init == client.InitMean {
+				if s.st.PrivateReleases == nil {
+					s.st.PrivateReleases = map[int]int{}
+				}
+				s.st.PrivateReleases[id]++
+			}
 			t.DP = &dp
 		}
 		tasks[i] = t

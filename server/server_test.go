@@ -283,19 +283,21 @@ func TestUnionWeightsAndResample(t *testing.T) {
 // is checked on restore.
 func TestPrivateStepsLedger(t *testing.T) {
 	dp := &client.DPTask{SampleRate: 0.5, Clip: 1, Noise: 1, Delta: 1e-5}
-	d := &Distill{Method: client.MethodDM, IPC: 1, Iterations: 3, Nets: client.NetsGlobal, Steps: 1, BatchSize: 4, LR: 0.01, DSAStrategy: "none", DP: dp}
+	d := &Distill{Method: client.MethodDM, IPC: 1, Iterations: 3, Nets: client.NetsGlobal, Steps: 1, BatchSize: 4, LR: 0.01, DSAStrategy: "none", DP: dp,
+		Init: client.InitMean}
 	s := newServer(t, 3, 0.5, d)
-	sent := map[int]int{}
+	sent, released := map[int]int{}, map[int]int{}
 	for r := 0; r < 4; r++ {
 		tasks, err := s.StartRound()
 		if err != nil {
 			t.Fatal(err)
 		}
 		for _, tk := range tasks {
-			if tk.DP == nil || tk.DP == dp || tk.DP.PriorSteps != sent[tk.Client] {
-				t.Fatalf("round %d client %d: DP task %+v, want its own copy with %d prior steps", tk.Round, tk.Client, tk.DP, sent[tk.Client])
+			if tk.DP == nil || tk.DP == dp || tk.DP.PriorSteps != sent[tk.Client] || tk.DP.PriorReleases != released[tk.Client] {
+				t.Fatalf("round %d client %d: DP task %+v, want its own copy with %d prior steps and %d releases", tk.Round, tk.Client, tk.DP, sent[tk.Client], released[tk.Client])
 			}
 			sent[tk.Client] += tk.Iterations
+			released[tk.Client]++
 		}
 		// Nobody answers: the steps still count.
 		s.Tick()
@@ -303,10 +305,10 @@ func TestPrivateStepsLedger(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if got := s.State().PrivateSteps; !maps.Equal(got, sent) || dp.PriorSteps != 0 {
-		t.Fatalf("ledger %v, want %v (and the strategy's DP task untouched: %d)", got, sent, dp.PriorSteps)
+	if got := s.State().PrivateSteps; !maps.Equal(got, sent) || !maps.Equal(s.State().PrivateReleases, released) || dp.PriorSteps != 0 {
+		t.Fatalf("ledger %v and releases %v, want %v and %v (and the strategy's DP task untouched: %d)", got, s.State().PrivateReleases, sent, released, dp.PriorSteps)
 	}
-	for _, bad := range []State{{PrivateSteps: map[int]int{10: 3}}, {PrivateSteps: map[int]int{1: -1}}, {Epsilon: map[int]float64{2: math.NaN()}}} {
+	for _, bad := range []State{{PrivateSteps: map[int]int{10: 3}}, {PrivateSteps: map[int]int{1: -1}}, {PrivateReleases: map[int]int{0: -2}}, {Epsilon: map[int]float64{2: math.NaN()}}} {
 		if err := s.Restore(bad, client.WeightsOf(s.Global())); err == nil || !strings.Contains(err.Error(), "checkpoint privacy") {
 			t.Errorf("restore of %+v: %v, want a privacy ledger error", bad, err)
 		}

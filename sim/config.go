@@ -56,8 +56,11 @@ type Config struct {
 	LRImg   float64 `yaml:"lr_img" json:"lr_img"`
 	Perturb float64 `yaml:"perturb" json:"perturb"`
 	// DistillInit is where the clients' synthetic images start: real
-	// (random real images of the class) or noise; "" is real, or noise
-	// with differential privacy.
+	// (random real images of the class), noise, or mean (the class mean
+	// image, pooled and jittered; one-shot dm only; with differential
+	// privacy released by the Gaussian mechanism of DPInitClip and
+	// DPInitNoise, charged to the budget); "" is real, or noise with
+	// differential privacy.
 	DistillInit string `yaml:"distill_init" json:"distill_init,omitempty"`
 
 	LocalEpochs int     `yaml:"local_epochs" json:"local_epochs"`
@@ -112,6 +115,10 @@ type Config struct {
 	// DPCenter (private DM) clips each real embedding's offset from the
 	// synthetic class mean instead of the embedding (distill.DPConfig).
 	DPCenter bool `yaml:"dp_center" json:"dp_center,omitempty"`
+	// DPInitClip and DPInitNoise are the clipping norm and noise
+	// multiplier of the class-mean release of distill_init mean.
+	DPInitClip  float64 `yaml:"dp_init_clip" json:"dp_init_clip,omitempty"`
+	DPInitNoise float64 `yaml:"dp_init_noise" json:"dp_init_noise,omitempty"`
 
 	Seed uint64 `yaml:"seed" json:"seed"`
 	Out  string `yaml:"out" json:"out"`
@@ -135,7 +142,7 @@ func DefaultConfig() Config {
 		ServerSteps: 150, ServerBatch: 256, ServerLR: 0.05, ServerDSA: "auto",
 		ServerTMRounds: 5, ServerTMSpan: 2, ServerTMSynSteps: 20, ServerTMIPC: 10, ServerTMIters: 100,
 		ServerTMLRImg: 100, ServerTMLR: 0.01, ServerTMSteps: 50, ServerTMFineLR: 0.01,
-		DPDelta: 1e-5, DPSampleRate: 1,
+		DPDelta: 1e-5, DPSampleRate: 1, DPInitClip: distill.DefaultDPInitClip, DPInitNoise: distill.DefaultDPInitNoise,
 		Seed: 1, Out: "fedsim-out", Grids: 3,
 	}
 }
@@ -264,8 +271,15 @@ func (c Config) Resolve() (Config, error) {
 		if c.DPEnabled() {
 			bad("distill_init real with differential privacy: the real images would be released as they are; use noise (the default with dp)")
 		}
+	case client.InitMean:
+		if c.Distill != client.MethodDM || c.Strategy != "oneshot" {
+			bad("distill_init mean: the class-mean start is for one-shot dm (distill dm, strategy oneshot), not distill %s with strategy %s; use noise", c.Distill, c.Strategy)
+		}
+		if c.DPEnabled() && (!(c.DPInitClip > 0) || math.IsInf(c.DPInitClip, 0) || !(c.DPInitNoise > 0) || math.IsInf(c.DPInitNoise, 0)) {
+			bad("dp_init_clip %g and dp_init_noise %g: the private release of the class means needs both positive and finite (defaults %d and %d)", c.DPInitClip, c.DPInitNoise, distill.DefaultDPInitClip, distill.DefaultDPInitNoise)
+		}
 	default:
-		bad("distill_init %q: want real or noise", c.DistillInit)
+		bad("distill_init %q: want real, noise or mean", c.DistillInit)
 	}
 	if c.DPCenter && !c.DPEnabled() {
 		bad("dp_center without differential privacy: give dp_epsilon or dp_noise, or drop dp_center")
@@ -379,6 +393,10 @@ func (c *Config) resolveDP() error {
 	}
 	q, steps, first := c.dpSteps()
 	s := privacy.Settings{Noise: c.DPNoise, Epsilon: c.DPEpsilon, Clip: c.DPClip, Delta: c.DPDelta}
+	if c.DistillInit == client.InitMean {
+		// one release per task; one-shot: each client runs one task
+		s.Prior = []privacy.Mechanism{{Q: 1, Sigma: c.DPInitNoise, Steps: 1}}
+	}
 	sigma, err := s.Resolve(q, steps, first)
 	if err != nil {
 		return fmt.Errorf("dp: %w", err)
@@ -401,6 +419,9 @@ func (c Config) WithDP(s server.Strategy) server.Strategy {
 	case *server.Distill:
 		st.DP = &client.DPTask{SampleRate: c.DPSampleRate, Clip: c.DPClip, Noise: c.DPNoise, Delta: c.DPDelta, Budget: c.DPEpsilon,
 			Center: c.DPCenter}
+		if c.DistillInit == client.InitMean {
+			st.DP.InitClip, st.DP.InitNoise = c.DPInitClip, c.DPInitNoise
+		}
 	}
 	return s
 }

@@ -87,7 +87,7 @@ func appendMetrics(path string, m Metrics) error {
 func saveCheckpoint(path string, cfg Config, srv *server.Server, ms []Metrics, fails []ClientFailure, wall float64) error {
 	st := srv.State()
 	meta, err := json.Marshal(checkpointMeta{Version: 1, Config: cfg, Rounds: st.Rounds, Metrics: ms, Failures: fails, WallS: wall,
-		PrivateSteps: st.PrivateSteps, Epsilon: st.Epsilon})
+		PrivateSteps: st.PrivateSteps, PrivateReleases: st.PrivateReleases, Epsilon: st.Epsilon})
 	if err != nil {
 		return err
 	}

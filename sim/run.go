@@ -191,8 +191,9 @@ type checkpointMeta struct {
 	Failures []ClientFailure `json:"failures"`
 	WallS    float64         `json:"wall_s"`
 	// The server's privacy ledger and record (server.State).
-	PrivateSteps map[int]int     `json:"private_steps,omitempty"`
-	Epsilon      map[int]float64 `json:"epsilon,omitempty"`
+	PrivateSteps    map[int]int     `json:"private_steps,omitempty"`
+	PrivateReleases map[int]int     `json:"private_releases,omitempty"`
+	Epsilon         map[int]float64 `json:"epsilon,omitempty"`
 }
 
 // ReadCheckpointConfig returns the configuration saved in dir's checkpoint
@@ -293,7 +294,7 @@ func Run(ctx context.Context, cfg Config, opt Options) (*Summary, error) {
 	)
 	if meta != nil {
 		st := server.State{Rounds: meta.Rounds, Held: snap.Synthetic, Trajectory: snap.Trajectory, ServerSet: snap.ServerSet,
-			PrivateSteps: meta.PrivateSteps, Epsilon: meta.Epsilon}
+			PrivateSteps: meta.PrivateSteps, PrivateReleases: meta.PrivateReleases, Epsilon: meta.Epsilon}
 		if err := srv.Restore(st, snap.Global); err != nil {
 			return nil, err
 		}

@@ -274,6 +274,10 @@ func TestConfigErrors(t *testing.T) {
 		{func(c *Config) { c.Distill = "tesla" }, "expert trajectories"},
 		{func(c *Config) { c.Distill, c.Strategy = "kip", "feddm" }, "use oneshot with distill kip"},
 		{func(c *Config) { c.Distill, c.DPEpsilon, c.DPClip = "kip", 10, 1 }, "distill kip has no private variant"},
+		{func(c *Config) { c.DistillInit, c.Distill = "mean", "gm" }, "one-shot dm"},
+		{func(c *Config) { c.DistillInit, c.Strategy = "mean", "feddm" }, "one-shot dm"},
+		{func(c *Config) { c.DistillInit, c.DPEpsilon, c.DPClip, c.DPInitNoise = "mean", 10, 1, 0 }, "dp_init_noise 0"},
+		{func(c *Config) { c.DistillInit, c.DPEpsilon, c.DPClip, c.DPInitNoise = "mean", 1, 1, 0.3 }, "releases before the steps"},
 	}
 	for _, tc := range cases {
 		c := DefaultConfig()
@@ -288,6 +292,19 @@ func TestConfigErrors(t *testing.T) {
 	}
 	if err := ParseConfig([]byte("clients: ten\n"), "x.yaml", &c); err == nil {
 		t.Error("wrong type accepted")
+	}
+	// The class-mean release is paid for from the budget: more noise on
+	// the iterations than without it.
+	c = DefaultConfig()
+	c.DPEpsilon, c.DPClip, c.DPSampleRate, c.DistillIters = 10, 1, 0.5, 200
+	plain, err := c.Resolve()
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.DistillInit = "mean"
+	mean, err := c.Resolve()
+	if err != nil || !(mean.DPNoise > plain.DPNoise) {
+		t.Errorf("σ with the class-mean release %g (%v), without %g: want more", mean.DPNoise, err, plain.DPNoise)
 	}
 	c = DefaultConfig()
 	c.Distill, c.Strategy = "none", "dynafed"

@@ -188,7 +188,7 @@ A run that diverges stops with an error and keeps its last good checkpoint.`,
 	f.Float64Var(&o.LRImg, "lr-img", 0, "learning rate of the synthetic images (0: dm 1.0, dc/dsa 0.1)")
 	f.IntVar(&o.OuterLoop, "outer-loop", 0, "dc/dsa image updates per network (0: by IPC, as the reference)")
 	f.IntVar(&o.InnerLoop, "inner-loop", 0, "dc/dsa network epochs between image updates (0: by IPC)")
-	f.StringVar(&o.Init, "init", "", "initial synthetic images: real or noise (default: noise for dc, real otherwise)")
+	f.StringVar(&o.Init, "init", "", "initial synthetic images: real, noise, or mean (each class's mean image pooled over 4×4 blocks, plus jitter; dm, dc, dsa) (default: noise for dc, real otherwise)")
 	f.StringVar(&o.DSAStrategy, "dsa-strategy", "", "augmentation of dm, dsa and evaluation (default by data set; none to turn off)")
 	f.StringVar(&o.MatchDistance, "match-distance", "", "dc/dsa gradient distance: "+strings.Join(distill.Distances(), " or ")+" (default layerwise)")
 	f.BoolVar(&o.ClassSum, "class-sum", false, "dc/dsa: match the sum of the per-class gradients (DCC, survey eq. 25)")

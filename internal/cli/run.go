@@ -105,7 +105,7 @@ var flagHelp = map[string]string{
 	"server_tm_lr":        "server-tm: initial learnable student step size",
 	"server_tm_steps":     "server-tm: fine-tuning SGD steps after every aggregation",
 	"server_tm_fine_lr":   "server-tm: fine-tuning learning rate (momentum 0.9, cosine schedule)",
-	"distill_init":        "where the clients' synthetic images start: real or noise (default: real; noise with --dp-*)",
+	"distill_init":        "where the clients' synthetic images start: real, noise, or mean (each class's pooled mean image plus jitter; one-shot dm; with --dp-* a private release charged to the budget) (default: real; noise with --dp-*)",
 	"dropout":             "probability that a sampled client never answers",
 	"stragglers":          "probability that a sampled client answers after the deadline",
 	"seed":                "random seed (one seed gives identical metrics)",
@@ -117,6 +117,8 @@ var flagHelp = map[string]string{
 	"dp_delta":            "differential privacy: δ",
 	"dp_sample_rate":      "private distillation: probability that a real example joins an iteration (Poisson sampling)",
 	"dp_center":           "private dm: clip each real embedding's offset from the synthetic class mean, not the embedding (pair with a smaller --dp-clip)",
+	"dp_init_clip":        "private dm with --distill-init mean: clipping norm of each real image pooled over 4×4 blocks in the class-mean release",
+	"dp_init_noise":       "private dm with --distill-init mean: noise multiplier of the class-mean release (one Gaussian mechanism, charged to the budget)",
 }
 
 // addRunFlags registers the experiment flags, bound to o.Config (which
