@@ -155,13 +155,23 @@ func (c *Client) distill(ctx context.Context, t *Task) (*Result, error) {
 	if init == InitMean && (t.Method == MethodGM || t.Nets == NetsGlobal) {
 		return nil, fmt.Errorf("init %s is for one-shot dm with fresh networks (nets %s), not %s with nets %q: use %s or %s", InitMean, NetsRandom, t.Method, t.Nets, InitReal, InitNoise)
 	}
-	if err := c.spendPrivacy(t); err != nil {
-		return nil, err
-	}
 	hist := c.Data.Histogram()
 	ipc := make([]int, len(hist)) // images per class
+	held := 0
 	for k, n := range hist {
 		ipc[k] = min(n, t.IPC)
+		if t.DP != nil && n < t.DP.MinClass {
+			ipc[k] = 0
+		}
+		if ipc[k] > 0 {
+			held++
+		}
+	}
+	if held == 0 && t.DP != nil && t.DP.MinClass > 0 {
+		return nil, fmt.Errorf("private task: no class has the %d real examples min_class asks (largest: %d): nothing to distill", t.DP.MinClass, slices.Max(hist))
+	}
+	if err := c.spendPrivacy(t); err != nil {
+		return nil, err
 	}
 	var (
 		perClass [][]*tensor.Tensor[float32]

@@ -32,6 +32,12 @@ type DPTask struct {
 	// such task, charged before the iterations.
 	InitClip  float64 `json:"init_clip,omitempty"`
 	InitNoise float64 `json:"init_noise,omitempty"`
+	// MinClass leaves out of a private task the classes with fewer real
+	// examples: their noisy sums carry noise of standard deviation
+	// σC/(q·n_c) per coordinate, so their images stay mostly noise and
+	// teach the global model little but noise. The class sizes are
+	// treated as public, as the iterations' denominators q·n_c are.
+	MinClass int `json:"min_class,omitempty"`
 	// Budget is the ε the client may spend in all (0: no limit): a task
 	// that would take the client past it is refused before any work.
 	Budget float64 `json:"budget,omitempty"`
@@ -71,6 +77,9 @@ func (c *Client) spendPrivacy(t *Task) error {
 	}
 	if !(d.Delta > 0 && d.Delta < 1) || !(d.Budget >= 0) || math.IsInf(d.Budget, 0) {
 		return fmt.Errorf("private task: δ = %g must be in (0, 1) and the budget ε = %g finite and not negative", d.Delta, d.Budget)
+	}
+	if d.MinClass < 0 {
+		return fmt.Errorf("private task: min_class %d must not be negative", d.MinClass)
 	}
 	if d.PriorSteps < 0 || d.PriorReleases < 0 {
 		return fmt.Errorf("private task: prior steps %d and prior releases %d must not be negative", d.PriorSteps, d.PriorReleases)

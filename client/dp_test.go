@@ -229,3 +229,32 @@ func TestPrivateMeanInit(t *testing.T) {
 		t.Fatalf("a refused task spent ε = %g", eps)
 	}
 }
+
+// MinClass leaves the classes with fewer real examples out of a private
+// task (the test client holds 5 of class 0 and 1 of class 1); a floor no
+// class reaches fails the task before any privacy is spent.
+func TestPrivateMinClass(t *testing.T) {
+	task := func(minClass int) *Task {
+		return &Task{Round: 1, Client: 4, Kind: KindDistill, Method: MethodDM, Nets: NetsRandom, Seed: 1, Model: "convnet-w4", Dataset: "mnist",
+			IPC: 2, Iterations: 1, BatchReal: 4, DP: &DPTask{SampleRate: 0.5, Clip: 1, Noise: 1, Delta: 1e-5, MinClass: minClass}}
+	}
+	for _, tc := range []struct {
+		min  int
+		want []int // labels of the synthetic set
+	}{{0, []int{0, 0, 1}}, {2, []int{0, 0}}, {5, []int{0, 0}}} {
+		r := testClient(t).Handle(context.Background(), task(tc.min))
+		if r.Status != StatusOK || !slices.Equal(r.Synthetic.Y, tc.want) {
+			t.Fatalf("min_class %d: labels %v (%s), want %v", tc.min, r.Synthetic.Y, r.Error, tc.want)
+		}
+	}
+	c := testClient(t)
+	if r := c.Handle(context.Background(), task(6)); r.Status != StatusFailed || !strings.Contains(r.Error, "no class has the 6 real examples") {
+		t.Fatalf("min_class above every class: %+v", r)
+	}
+	if eps, _ := c.Spent(1e-5); eps != 0 {
+		t.Fatalf("a task with nothing to distill spent ε = %g", eps)
+	}
+	if r := c.Handle(context.Background(), task(-1)); r.Status != StatusFailed || !strings.Contains(r.Error, "min_class -1") {
+		t.Fatalf("negative min_class: %+v", r)
+	}
+}

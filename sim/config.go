@@ -119,6 +119,9 @@ type Config struct {
 	// multiplier of the class-mean release of distill_init mean.
 	DPInitClip  float64 `yaml:"dp_init_clip" json:"dp_init_clip,omitempty"`
 	DPInitNoise float64 `yaml:"dp_init_noise" json:"dp_init_noise,omitempty"`
+	// DPMinClass leaves out of private distillation the classes a client
+	// holds fewer real examples of (client.DPTask.MinClass).
+	DPMinClass int `yaml:"dp_min_class" json:"dp_min_class,omitempty"`
 
 	Seed uint64 `yaml:"seed" json:"seed"`
 	Out  string `yaml:"out" json:"out"`
@@ -281,6 +284,9 @@ func (c Config) Resolve() (Config, error) {
 	default:
 		bad("distill_init %q: want real, noise or mean", c.DistillInit)
 	}
+	if c.DPMinClass < 0 || (c.DPMinClass > 0 && !c.DPEnabled()) {
+		bad("dp_min_class %d: a class-size floor for private distillation: want 0 or more, with dp_epsilon or dp_noise", c.DPMinClass)
+	}
 	if c.DPCenter && !c.DPEnabled() {
 		bad("dp_center without differential privacy: give dp_epsilon or dp_noise, or drop dp_center")
 	}
@@ -418,7 +424,7 @@ func (c Config) WithDP(s server.Strategy) server.Strategy {
 			SampleRate: c.Fraction, Delta: c.DPDelta, Seed: c.Seed}
 	case *server.Distill:
 		st.DP = &client.DPTask{SampleRate: c.DPSampleRate, Clip: c.DPClip, Noise: c.DPNoise, Delta: c.DPDelta, Budget: c.DPEpsilon,
-			Center: c.DPCenter}
+			Center: c.DPCenter, MinClass: c.DPMinClass}
 		if c.DistillInit == client.InitMean {
 			st.DP.InitClip, st.DP.InitNoise = c.DPInitClip, c.DPInitNoise
 		}

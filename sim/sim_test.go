@@ -274,6 +274,8 @@ func TestConfigErrors(t *testing.T) {
 		{func(c *Config) { c.Distill = "tesla" }, "expert trajectories"},
 		{func(c *Config) { c.Distill, c.Strategy = "kip", "feddm" }, "use oneshot with distill kip"},
 		{func(c *Config) { c.Distill, c.DPEpsilon, c.DPClip = "kip", 10, 1 }, "distill kip has no private variant"},
+		{func(c *Config) { c.DPMinClass = 50 }, "dp_min_class 50"},
+		{func(c *Config) { c.DPMinClass, c.DPEpsilon, c.DPClip = -1, 10, 1 }, "dp_min_class -1"},
 		{func(c *Config) { c.DistillInit, c.Distill = "mean", "gm" }, "one-shot dm"},
 		{func(c *Config) { c.DistillInit, c.Strategy = "mean", "feddm" }, "one-shot dm"},
 		{func(c *Config) { c.DistillInit, c.DPEpsilon, c.DPClip, c.DPInitNoise = "mean", 10, 1, 0 }, "dp_init_noise 0"},

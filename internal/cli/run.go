@@ -117,6 +117,7 @@ var flagHelp = map[string]string{
 	"dp_delta":            "differential privacy: δ",
 	"dp_sample_rate":      "private distillation: probability that a real example joins an iteration (Poisson sampling)",
 	"dp_center":           "private dm: clip each real embedding's offset from the synthetic class mean, not the embedding (pair with a smaller --dp-clip)",
+	"dp_min_class":        "private distillation: leave out the classes a client holds fewer real examples of (their noisy class sums are mostly noise)",
 	"dp_init_clip":        "private dm with --distill-init mean: clipping norm of each real image pooled over 4×4 blocks in the class-mean release",
 	"dp_init_noise":       "private dm with --distill-init mean: noise multiplier of the class-mean release (one Gaussian mechanism, charged to the budget)",
 }
