@@ -82,18 +82,7 @@ func EvaluateKRR(ctx context.Context, krr KRRConfig, syn *SyntheticSet, test *da
 			tc.Release()
 			return 0, fmt.Errorf("distill: krr evaluation: %w", err)
 		}
-		for i := range hi - lo {
-			row := pred.Value.Data[i*k : (i+1)*k]
-			best := 0
-			for j, v := range row {
-				if v > row[best] {
-					best = j
-				}
-			}
-			if best == test.Y[lo+i] {
-				correct++
-			}
-		}
+		correct += countCorrect(pred.Value.Data, k, test.Y[lo:hi])
 		tc.Release()
 	}
 	return float64(correct) / float64(test.Len()), nil
