@@ -48,20 +48,18 @@ func poolSize(h, w int) (int, int) {
 func poolImage(img []float32, c, h, w int, out []float64) {
 	ph, pw := poolSize(h, w)
 	clear(out)
-	counts := make([]float64, ph*pw)
-	for y := range h {
-		for x := range w {
-			counts[(y/MeanInitPool)*pw+x/MeanInitPool]++
-		}
-	}
 	for ch := range c {
 		for y := range h {
 			for x := range w {
 				out[ch*ph*pw+(y/MeanInitPool)*pw+x/MeanInitPool] += float64(img[(ch*h+y)*w+x])
 			}
 		}
-		for i, n := range counts {
-			out[ch*ph*pw+i] /= n
+		for by := range ph {
+			rows := min(h, (by+1)*MeanInitPool) - by*MeanInitPool
+			for bx := range pw {
+				cols := min(w, (bx+1)*MeanInitPool) - bx*MeanInitPool
+				out[ch*ph*pw+by*pw+bx] /= float64(rows * cols)
+			}
 		}
 	}
 }
