@@ -348,27 +348,8 @@ func KernelAccuracy(syn *SyntheticSet, test *data.Dataset, a kernel.Arch, reg fl
 			tp.Release()
 			return 0, err
 		}
-		correct += countCorrect(pred.Value.Data, k, test.Y[lo:hi])
+		correct += nn.CountCorrect(pred.Value, test.Y[lo:hi])
 		tp.Release()
 	}
 	return float64(correct) / float64(max(n, 1)), nil
-}
-
-// countCorrect counts the rows of pred (len(labels) rows of k scores) whose
-// first largest score is at the row's label.
-func countCorrect[T tensor.Float](pred []T, k int, labels []int) int {
-	correct := 0
-	for i, label := range labels {
-		row := pred[i*k : (i+1)*k]
-		best := 0
-		for j, v := range row {
-			if v > row[best] {
-				best = j
-			}
-		}
-		if best == label {
-			correct++
-		}
-	}
-	return correct
 }

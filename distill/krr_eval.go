@@ -7,6 +7,7 @@ import (
 	ag "github.com/fedsim/fedsim/autograd"
 	"github.com/fedsim/fedsim/data"
 	"github.com/fedsim/fedsim/distill/kernel"
+	"github.com/fedsim/fedsim/nn"
 	"github.com/fedsim/fedsim/tensor"
 )
 
@@ -82,7 +83,7 @@ func EvaluateKRR(ctx context.Context, krr KRRConfig, syn *SyntheticSet, test *da
 			tc.Release()
 			return 0, fmt.Errorf("distill: krr evaluation: %w", err)
 		}
-		correct += countCorrect(pred.Value.Data, k, test.Y[lo:hi])
+		correct += nn.CountCorrect(pred.Value, test.Y[lo:hi])
 		tc.Release()
 	}
 	return float64(correct) / float64(test.Len()), nil

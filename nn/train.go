@@ -206,7 +206,7 @@ func Train[T Float](m Model[T], set Dataset[T], cfg TrainConfig[T], progress fun
 				tp.Release()
 				return fmt.Errorf("nn: Train: epoch %d step %d: loss is %v (diverged; lower the learning rate)", ep, s, l)
 			}
-			correct += countCorrect(logits.Value, yb)
+			correct += CountCorrect(logits.Value, yb)
 			for i, g := range gs {
 				grads[i] = g.Value
 			}
@@ -250,7 +250,9 @@ func argmaxRows[T Float](t *tensor.Tensor[T]) []int {
 	return out
 }
 
-func countCorrect[T Float](logits *tensor.Tensor[T], y []int) int {
+// CountCorrect counts the rows of logits (N, K) whose first largest value
+// is at the row's label in y (len(y) rows are read).
+func CountCorrect[T Float](logits *tensor.Tensor[T], y []int) int {
 	k := logits.Shape[1]
 	c := 0
 	for i, l := range y {
@@ -308,7 +310,7 @@ func Evaluate[T Float](m Model[T], x *tensor.Tensor[T], y []int, batch int) (acc
 			l := ag.CrossEntropy(logits, y[lo:hi])
 			if tp.Err() == nil {
 				sum += float64(l.Value.Item()) * float64(hi-lo)
-				correct += countCorrect(logits.Value, y[lo:hi])
+				correct += CountCorrect(logits.Value, y[lo:hi])
 			}
 		})
 		if err := tp.Err(); err != nil {
