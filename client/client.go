@@ -148,6 +148,9 @@ func (c *Client) distill(ctx context.Context, t *Task) (*Result, error) {
 		return nil, fmt.Errorf("bad distillation settings: ipc %d, iterations %d, real batch %d, image lr %g, perturbation %g",
 			t.IPC, t.Iterations, t.BatchReal, t.LRImg, t.Perturb)
 	}
+	if t.ImageSteps < 0 || (t.ImageSteps > 1 && (t.Method != MethodDM || t.Nets == NetsGlobal)) {
+		return nil, fmt.Errorf("image steps %d: want 0 or more, and more than 1 only for one-shot %s with fresh networks (nets %s), not %s with nets %q", t.ImageSteps, MethodDM, NetsRandom, t.Method, t.Nets)
+	}
 	init, err := t.initOf()
 	if err != nil {
 		return nil, err
@@ -325,7 +328,7 @@ func (c *Client) distillRandom(ctx context.Context, t *Task, ipc []int, init str
 		classes := groups[g]
 		sub := c.relabelled(classes)
 		cfg := distill.Config{Method: distill.MethodDM, IPC: g, Model: t.Model, BatchReal: t.BatchReal, LRImg: t.LRImg,
-			Init: init, Seed: tensor.NewRNG(t.Seed, streamGroup+uint64(gi)).Uint64(), DP: t.DP.distillConfig()}
+			ImageSteps: t.ImageSteps, Init: init, Seed: tensor.NewRNG(t.Seed, streamGroup+uint64(gi)).Uint64(), DP: t.DP.distillConfig()}
 		d, err := distill.New(cfg, t.Dataset)
 		if err != nil {
 			return nil, 0, err

@@ -26,6 +26,9 @@ type DPTask struct {
 	// Center clips DM's embeddings around the synthetic class mean
 	// (distill.DPConfig.Center).
 	Center bool `json:"center,omitempty"`
+	// Project projects DM's embeddings onto that many random directions
+	// before clipping and noise (distill.DPConfig.Project; 0: none).
+	Project int `json:"project,omitempty"`
 	// InitClip and InitNoise are the clipping norm and noise multiplier of
 	// the release of the class means a task with init mean starts from
 	// (distill.ClassMeans): one Gaussian mechanism (sampling rate 1) per
@@ -58,7 +61,7 @@ func (d *DPTask) distillConfig() *distill.DPConfig {
 		return nil
 	}
 	return &distill.DPConfig{SampleRate: d.SampleRate, Clip: d.Clip, Noise: d.Noise, Center: d.Center,
-		InitClip: d.InitClip, InitNoise: d.InitNoise}
+		Project: d.Project, InitClip: d.InitClip, InitNoise: d.InitNoise}
 }
 
 // spendPrivacy checks a private task's settings and records its steps in

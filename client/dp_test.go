@@ -258,3 +258,66 @@ func TestPrivateMinClass(t *testing.T) {
 		t.Fatalf("negative min_class: %+v", r)
 	}
 }
+
+// ImageSteps reaches the distiller (the set differs from one step's) and
+// costs no privacy (the same ε as one step); it is refused where the
+// client runs no one-shot dm and when negative, before any work.
+func TestImageSteps(t *testing.T) {
+	task := func(steps int, method, nets string) *Task {
+		return &Task{Round: 1, Client: 4, Kind: KindDistill, Method: method, Nets: nets, Seed: 1, Model: "convnet-w4", Dataset: "mnist",
+			IPC: 2, Iterations: 2, BatchReal: 4, ImageSteps: steps, DP: &DPTask{SampleRate: 0.5, Clip: 1, Noise: 1, Delta: 1e-5}}
+	}
+	var sets []*Result
+	var eps []float64
+	for _, steps := range []int{1, 3} {
+		c := testClient(t)
+		r := c.Handle(context.Background(), task(steps, MethodDM, NetsRandom))
+		if r.Status != StatusOK {
+			t.Fatalf("image steps %d: %s", steps, r.Error)
+		}
+		e, _ := c.Spent(1e-5)
+		sets, eps = append(sets, r), append(eps, e)
+	}
+	if slices.Equal(sets[0].Synthetic.X.Data, sets[1].Synthetic.X.Data) {
+		t.Fatal("three image steps gave the one-step set: the setting did not reach the distiller")
+	}
+	if eps[0] != eps[1] || eps[0] <= 0 {
+		t.Fatalf("ε spent: %g with one image step, %g with three; want the same, positive", eps[0], eps[1])
+	}
+	for _, tc := range []struct {
+		steps  int
+		method string
+		nets   string
+	}{{-1, MethodDM, NetsRandom}, {2, MethodGM, NetsRandom}, {2, MethodDM, NetsGlobal}} {
+		tk := task(tc.steps, tc.method, tc.nets)
+		if tc.nets == NetsGlobal {
+			tk.DP = nil
+		}
+		if r := testClient(t).Handle(context.Background(), tk); r.Status != StatusFailed || !strings.Contains(r.Error, "image steps") {
+			t.Fatalf("image steps %d with %s, nets %s: %+v", tc.steps, tc.method, tc.nets, r.Status)
+		}
+	}
+}
+
+// Project reaches the distiller (the set differs from the unprojected
+// one's) and costs the same ε.
+func TestPrivateProject(t *testing.T) {
+	var xs [][]float32
+	var eps []float64
+	for _, k := range []int{0, 8} {
+		c := testClient(t)
+		r := c.Handle(context.Background(), &Task{Round: 1, Client: 4, Kind: KindDistill, Method: MethodDM, Nets: NetsRandom, Seed: 1, Model: "convnet-w4", Dataset: "mnist",
+			IPC: 2, Iterations: 2, BatchReal: 4, DP: &DPTask{SampleRate: 0.5, Clip: 1, Noise: 1, Delta: 1e-5, Project: k}})
+		if r.Status != StatusOK {
+			t.Fatalf("projection %d: %s", k, r.Error)
+		}
+		e, _ := c.Spent(1e-5)
+		xs, eps = append(xs, r.Synthetic.X.Data), append(eps, e)
+	}
+	if slices.Equal(xs[0], xs[1]) {
+		t.Fatal("the projection did not reach the distiller")
+	}
+	if eps[0] != eps[1] {
+		t.Fatalf("ε spent: %g without the projection, %g with it; want the same", eps[0], eps[1])
+	}
+}

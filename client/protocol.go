@@ -94,6 +94,10 @@ type Task struct {
 	BatchReal  int     `json:"batch_real,omitempty"`
 	LRImg      float64 `json:"lr_img,omitempty"`
 	Nets       string  `json:"nets,omitempty"`
+	// ImageSteps (one-shot dm only) is how many SGD steps the images take
+	// against each iteration's targets (distill.Config.ImageSteps; 0 or 1:
+	// one). Under DP the extra steps cost no privacy.
+	ImageSteps int `json:"image_steps,omitempty"`
 	// Init is where the synthetic images start: InitReal (random real
 	// images of the class), InitNoise (Gaussian noise) or InitMean (the
 	// class mean, one-shot DM only); "" is real, or

@@ -86,6 +86,13 @@ type Config struct {
 	Momentum float64 `json:"momentum_img"`
 	// LRNet is the inner network's learning rate (DC/DSA; default 0.01).
 	LRNet float64 `json:"lr_net"`
+	// ImageSteps (DM only) is how many SGD steps the synthetic images take
+	// against each iteration's class targets, with the iteration's network
+	// and augmentation held (0 or 1: one, the reference's). Under DP the
+	// noised targets are released once per iteration, so the further steps
+	// are post-processing: they speed up private runs from noise, whose
+	// iterations are rationed by the privacy budget, at no privacy cost.
+	ImageSteps int `json:"image_steps,omitempty"`
 	// OuterLoop and InnerLoop are DC/DSA's loops: image updates per network
 	// initialisation, and training epochs of the network on the synthetic
 	// set between them. Default by IPC as in the reference: (1, 1) at IPC 1,
@@ -367,6 +374,12 @@ func (cfg Config) Validate() error {
 	}
 	if cfg.OuterLoop < 1 || cfg.InnerLoop < 0 {
 		errs = append(errs, fmt.Errorf("outer loop %d must be ≥ 1 and inner loop %d ≥ 0", cfg.OuterLoop, cfg.InnerLoop))
+	}
+	switch {
+	case cfg.ImageSteps < 0:
+		errs = append(errs, fmt.Errorf("image steps per iteration %d must not be negative (--image-steps; 0 or 1: one)", cfg.ImageSteps))
+	case cfg.Method != MethodDM && cfg.ImageSteps > 1:
+		errs = append(errs, fmt.Errorf("image steps per iteration (%d) are a dm setting, not %s's: drop --image-steps", cfg.ImageSteps, cfg.Method))
 	}
 	switch {
 	case cfg.Init == InitMean && cfg.Method != MethodDM && cfg.Method != MethodDC && cfg.Method != MethodDSA:

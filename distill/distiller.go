@@ -79,6 +79,8 @@ const (
 	streamInit    = 1
 	streamFeature = 2
 	streamIter    = 1 << 32
+	// streamProject+it draws iteration it's projection (DPConfig.Project).
+	streamProject = 2 << 32
 )
 
 func iterRNG(seed uint64, it int) *tensor.RNG { return tensor.NewRNG(seed, streamIter+uint64(it)) }

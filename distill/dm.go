@@ -34,33 +34,86 @@ func (d *dm) Init(_ context.Context, real *data.Dataset) error {
 	return nil
 }
 
+// Step is one iteration: a fresh network; per class a real batch (under DP
+// a Poisson sample), one shared augmentation and the class's target, the
+// mean real embedding (under DP clipped and noised, released once); then
+// Config.ImageSteps SGD steps of the synthetic images against those
+// targets. It returns the loss before the first step.
 func (d *dm) Step(ctx context.Context, it int) (float64, error) {
 	m, rng, err := iterNet(d.cfg, d.real, it)
 	if err != nil {
 		return 0, err
 	}
 	emb := m.(nn.Embedder[float32])
-	var total float64
+	if d.cfg.DP != nil && d.cfg.DP.Project > 0 {
+		probe := &tensor.Tensor[float32]{Shape: append([]int{1}, d.syn.X.Shape[1:]...), Data: d.syn.X.Data[:len(d.syn.X.Data)/d.syn.X.Shape[0]]}
+		if emb, err = projectEmbedder(emb, probe, d.cfg.DP.Project, tensor.NewRNG(d.cfg.Seed, streamProject+uint64(it))); err != nil {
+			return 0, fmt.Errorf("distill: dm iteration %d: %w", it, err)
+		}
+	}
+	targets := make([]dmTarget, d.real.Classes)
 	for c := range d.real.Classes {
 		if err := ctx.Err(); err != nil {
 			return 0, fmt.Errorf("distill: iteration %d: %w", it, err)
 		}
 		xr, _, denom := d.classBatch(c, rng)
-		var aug *data.Augmentation
+		t := &targets[c]
 		if d.shared != nil {
-			aug = d.shared.Sample(rng, max(xr.Shape[0], d.cfg.IPC), xr.Shape[2], xr.Shape[3])
+			t.aug = d.shared.Sample(rng, max(xr.Shape[0], d.cfg.IPC), xr.Shape[2], xr.Shape[3])
 		}
-		loss, err := d.dmLoss(emb, xr, denom, c, aug, rng)
+		if d.cfg.DP == nil {
+			t.mean, err = embedConst(emb, xr, t.aug, true)
+		} else {
+			t.mean, t.center, err = dpDMTarget(emb, xr, denom, d.classImages(c), t.aug, *d.cfg.DP, rng)
+		}
 		if err != nil {
 			return 0, fmt.Errorf("distill: dm iteration %d class %d: %w", it, c, err)
 		}
-		total += loss
 	}
-	total /= float64(d.real.Classes)
-	if err := d.update(it, total); err != nil {
-		return total, err
+	var first float64
+	for step := range max(1, d.cfg.ImageSteps) {
+		var total float64
+		for c, t := range targets {
+			if err := ctx.Err(); err != nil {
+				return 0, fmt.Errorf("distill: iteration %d: %w", it, err)
+			}
+			loss, err := d.matchTarget(emb, c, t)
+			if err != nil {
+				return 0, fmt.Errorf("distill: dm iteration %d class %d: %w", it, c, err)
+			}
+			total += loss
+		}
+		total /= float64(d.real.Classes)
+		if step == 0 {
+			first = total
+		}
+		if err := d.update(it, total); err != nil {
+			return first, err
+		}
 	}
-	return total, nil
+	return first, nil
+}
+
+// dmTarget is one class's target in one DM iteration: the augmentation
+// both sides share, the (under DP noised) mean real embedding and, with
+// centered clipping, the center the synthetic side is clipped around.
+type dmTarget struct {
+	aug    *data.Augmentation
+	mean   *tensor.Tensor[float32]
+	center []float32
+}
+
+// matchTarget writes the gradient of class c's loss against t into the
+// image gradient and returns the loss; the synthetic side is clipped as
+// the real one was under DP.
+func (d *dm) matchTarget(emb nn.Embedder[float32], c int, t dmTarget) (float64, error) {
+	var clip float64
+	if d.cfg.DP != nil {
+		clip = d.cfg.DP.Clip
+	}
+	tp := ag.NewTape[float32]()
+	defer tp.Release()
+	return dmMatch(tp, emb, t.mean, d.classImages(c), t.aug, clip, t.center, classSlice(d.grad, c, d.cfg.IPC))
 }
 
 // DMLoss returns one class's distribution-matching loss

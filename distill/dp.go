@@ -46,6 +46,17 @@ type DPConfig struct {
 	// releases), so each example still moves the class sums by at most
 	// Clip and the accounting is unchanged.
 	Center bool `json:"center,omitempty"`
+	// Project (DM only), if positive, replaces each iteration's embedding
+	// e (d values) by eP, P a d × Project matrix of N(0, 1/Project)
+	// entries drawn afresh every iteration from the seed (data-independent,
+	// the same for the real and the synthetic side), before clipping and
+	// noise. The projection keeps norms on average, so the clip stays where
+	// it was, but the noise, Noise·Clip on each of Project coordinates
+	// instead of d, shrinks by √(Project/d): every iteration matches fewer
+	// directions with less noise on each, and the fresh network and
+	// projection of the next iteration cover others. The accounting is
+	// unchanged. 0: no projection.
+	Project int `json:"project,omitempty"`
 	// InitClip and InitNoise are the clipping norm and noise multiplier of
 	// the private release of the class means that InitMean starts from
 	// (ClassMeans; defaults DefaultDPInitClip and DefaultDPInitNoise when
@@ -63,6 +74,8 @@ func (c DPConfig) Validate() error {
 		return fmt.Errorf("distill: dp: clipping norm C = %g must be positive and finite", c.Clip)
 	case !(c.Noise >= 0) || math.IsInf(c.Noise, 0):
 		return fmt.Errorf("distill: dp: noise multiplier σ = %g must be finite and not negative", c.Noise)
+	case c.Project < 0:
+		return fmt.Errorf("distill: dp: projection dimension %d must not be negative (0: no projection)", c.Project)
 	}
 	return nil
 }
@@ -350,14 +363,6 @@ func (s *imageState) classBatch(c int, rng *tensor.RNG) (*tensor.Tensor[float32]
 	return x, y, s.cfg.DP.SampleRate * float64(len(idx))
 }
 
-// dmLoss is one class's DM loss, private when the configuration asks.
-func (s *imageState) dmLoss(m nn.Embedder[float32], xr *tensor.Tensor[float32], denom float64, c int, aug *data.Augmentation, rng *tensor.RNG) (float64, error) {
-	if s.cfg.DP == nil {
-		return DMLoss(m, xr, s.classImages(c), aug, classSlice(s.grad, c, s.cfg.IPC))
-	}
-	return DPDMLoss(m, xr, denom, s.classImages(c), aug, *s.cfg.DP, rng, classSlice(s.grad, c, s.cfg.IPC))
-}
-
 // gmLoss is one class's gradient-matching loss, private when the
 // configuration asks.
 func (s *imageState) gmLoss(m nn.Model[float32], xr *tensor.Tensor[float32], yr []int, denom float64, c int, aug *data.Augmentation, rng *tensor.RNG) (float64, error) {
@@ -385,6 +390,8 @@ func (cfg Config) validateDP() error {
 	switch {
 	case cfg.Method != MethodDM && cfg.Method != MethodDC && cfg.Method != MethodDSA:
 		return fmt.Errorf("distill: dp: method %s has no private variant: use dm, dc or dsa", cfg.Method)
+	case cfg.DP.Project > 0 && cfg.Method != MethodDM:
+		return fmt.Errorf("distill: dp: the random projection of the embeddings is for dm, not %s: drop it", cfg.Method)
 	case cfg.Init != InitNoise && cfg.Init != InitMean:
 		return fmt.Errorf("distill: dp: initialisation %q would release real images: use %s or %s", cfg.Init, InitNoise, InitMean)
 	case cfg.Match.InnerReal || cfg.Match.ClassSum:
@@ -405,4 +412,30 @@ func (cfg Config) DPStepsPerIteration() int {
 		return cfg.OuterLoop
 	}
 	return 1
+}
+
+// projected is an embedder whose features are those of Embedder times the
+// fixed matrix p (d × k): DPConfig.Project.
+type projected[T tensor.Float] struct {
+	nn.Embedder[T]
+	p *tensor.Tensor[T]
+}
+
+// Embed implements nn.Embedder.
+func (m projected[T]) Embed(x *ag.Var[T], params []*ag.Var[T]) *ag.Var[T] {
+	e := m.Embedder.Embed(x, params)
+	return ag.MatMul(e, e.Tape().Const(m.p), false, false)
+}
+
+// projectEmbedder returns m with its embeddings projected onto k random
+// directions (entries N(0, 1/k) from rng); probe is one input image, which
+// gives the embedding's size.
+func projectEmbedder[T tensor.Float](m nn.Embedder[T], probe *tensor.Tensor[T], k int, rng *tensor.RNG) (nn.Embedder[T], error) {
+	e, err := embedConst(m, probe, nil, false)
+	if err != nil {
+		return nil, err
+	}
+	p := tensor.New[T](e.Shape[1], k)
+	tensor.FillNormal(rng, p, 0, 1/math.Sqrt(float64(k)))
+	return projected[T]{Embedder: m, p: p}, nil
 }

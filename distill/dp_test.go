@@ -461,3 +461,139 @@ func TestDPDMCenter(t *testing.T) {
 		}
 	}
 }
+
+// ImageSteps takes further steps against one iteration's targets: the
+// first loss of an iteration is the one-step run's (same target, same
+// images, the noise drawn once), the images move further, and after a few
+// iterations the matching loss is lower than with one step per iteration.
+// Other methods and negative counts are refused.
+func TestDMImageSteps(t *testing.T) {
+	train, _ := loadMNIST(t)
+	real := twoClass(train, 60)
+	run := func(steps int, dp *DPConfig, iters int) ([]float64, *SyntheticSet) {
+		d, err := New(Config{Method: MethodDM, IPC: 2, Seed: 3, Model: "convnet-w8-d2", Init: InitNoise, LRImg: 5, ImageSteps: steps, DP: dp}, "mnist")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := d.Init(context.Background(), real); err != nil {
+			t.Fatal(err)
+		}
+		var losses []float64
+		for it := range iters {
+			l, err := d.Step(context.Background(), it)
+			if err != nil {
+				t.Fatalf("image steps %d, iteration %d: %v", steps, it, err)
+			}
+			losses = append(losses, l)
+		}
+		return losses, d.Synthetic().Clone()
+	}
+	dp := &DPConfig{SampleRate: 0.5, Clip: 1, Noise: 1, Center: true}
+	one, x1 := run(1, dp, 1)
+	three, x3 := run(3, dp, 1)
+	if one[0] != three[0] {
+		t.Fatalf("first loss of iteration 0: %v with one image step, %v with three; the target must be the same", one[0], three[0])
+	}
+	if maxRelDiff64(x1.X.Data, x3.X.Data) == 0 {
+		t.Fatal("three image steps left the images where one step did")
+	}
+	zero, _ := run(0, nil, 6)
+	one, _ = run(1, nil, 6)
+	three, _ = run(3, nil, 6)
+	if !slices.Equal(zero, one) {
+		t.Fatalf("image steps 0 and 1 differ: %v, %v", zero, one)
+	}
+	if !(three[5] < one[5]) {
+		t.Fatalf("loss at iteration 5: %g with three image steps, %g with one; want lower", three[5], one[5])
+	}
+	for _, bad := range []Config{{Method: MethodDM, IPC: 1, ImageSteps: -1}, {Method: MethodDSA, IPC: 1, ImageSteps: 2}} {
+		if err := bad.Defaults("mnist").Validate(); err == nil || !strings.Contains(err.Error(), "image steps") {
+			t.Fatalf("%s with image steps %d: error %v, want one naming image steps", bad.Method, bad.ImageSteps, err)
+		}
+	}
+}
+
+// The projected embedder (DPConfig.Project) returns e·P for the network's
+// embedding e and a k-column P of N(0, 1/k) entries, so norms are kept on
+// average (the mean over 2000 random directions of ‖e·P‖²/‖e‖² is within
+// 5% of 1); private DM through it has the image gradient of central
+// differences; a negative dimension, or a projection outside dm, is
+// refused.
+func TestDPProject(t *testing.T) {
+	m := tinyConvNet(t, 21)
+	real, syn := randImages(5, 22), randImages(3, 23)
+	e, err := embedConst[float64](m, real, nil, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const k = 2000
+	pm, err := projectEmbedder[float64](m, real, k, tensor.NewRNG(3, 0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pe, err := embedConst(pm, real, nil, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := pm.(projected[float64]).p
+	d := e.Shape[1]
+	if !slices.Equal(pe.Shape, []int{5, k}) || !slices.Equal(p.Shape, []int{d, k}) {
+		t.Fatalf("projected embedding %v, matrix %v; want [5 %d], [%d %d]", pe.Shape, p.Shape, k, d, k)
+	}
+	for i := range 5 {
+		var ee, pp float64
+		for j := range d {
+			ee += e.Data[i*d+j] * e.Data[i*d+j]
+		}
+		for c := range k {
+			var want float64
+			for j := range d {
+				want += e.Data[i*d+j] * p.Data[j*k+c]
+			}
+			if got := pe.Data[i*k+c]; math.Abs(got-want) > 1e-9*(1+math.Abs(want)) {
+				t.Fatalf("image %d, direction %d: %g, want e·P = %g", i, c, got, want)
+			}
+			pp += pe.Data[i*k+c] * pe.Data[i*k+c]
+		}
+		if r := pp / ee; math.Abs(r-1) > 0.05 {
+			t.Fatalf("image %d: ‖e·P‖²/‖e‖² = %.3f, want 1 ± 5%%", i, r)
+		}
+	}
+	pm, err = projectEmbedder[float64](m, real, 4, tensor.NewRNG(4, 0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	dp := DPConfig{SampleRate: 1, Clip: 0.05} // no center: it moves with syn, which the gradient holds fixed
+	grad := tensor.New[float64](syn.Shape...)
+	if _, err := DPDMLoss(pm, real, 5, syn, nil, dp, nil, grad); err != nil {
+		t.Fatal(err)
+	}
+	loss := func() float64 {
+		l, err := DPDMLoss(pm, real, 5, syn, nil, dp, nil, tensor.New[float64](syn.Shape...))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return l
+	}
+	const h = 1e-6
+	for _, i := range []int{0, 33, 95, 140, 191} {
+		v := syn.Data[i]
+		syn.Data[i] = v + h
+		lp := loss()
+		syn.Data[i] = v - h
+		lm := loss()
+		syn.Data[i] = v
+		fd := (lp - lm) / (2 * h)
+		if math.Abs(fd-grad.Data[i]) > 1e-6+1e-4*math.Abs(fd) {
+			t.Fatalf("element %d: gradient %.8g, finite difference %.8g", i, grad.Data[i], fd)
+		}
+	}
+	for _, bad := range []Config{
+		{Method: MethodDM, IPC: 1, DP: &DPConfig{SampleRate: 1, Clip: 1, Noise: 1, Project: -1}},
+		{Method: MethodDSA, IPC: 1, DP: &DPConfig{SampleRate: 1, Clip: 1, Noise: 1, Project: 8}},
+	} {
+		if err := bad.Defaults("mnist").Validate(); err == nil || !strings.Contains(err.Error(), "projection") {
+			t.Fatalf("%s with projection %d: error %v, want one naming the projection", bad.Method, bad.DP.Project, err)
+		}
+	}
+}

@@ -125,6 +125,7 @@ type Distill struct {
 	Iterations int
 	BatchReal  int
 	LRImg      float64
+	ImageSteps int // client.Task.ImageSteps
 	Nets       string
 	Perturb    float64
 	Init       string // client.Task.Init
@@ -165,7 +166,7 @@ func (d *Distill) Eligible(st *State, id int) bool {
 // Task implements Strategy.
 func (d *Distill) Task(_ *State, global nn.Model[float32]) *client.Task {
 	t := &client.Task{Kind: client.KindDistill, Method: d.Method, IPC: d.IPC, Iterations: d.Iterations,
-		BatchReal: d.BatchReal, LRImg: d.LRImg, Nets: d.Nets, Perturb: d.Perturb, Init: d.Init, DP: d.DP}
+		BatchReal: d.BatchReal, LRImg: d.LRImg, ImageSteps: d.ImageSteps, Nets: d.Nets, Perturb: d.Perturb, Init: d.Init, DP: d.DP}
 	if d.Nets == client.NetsGlobal {
 		t.Global = client.WeightsOf(global)
 	}

@@ -53,8 +53,12 @@ type Config struct {
 	DistillIters int `yaml:"distill_iters" json:"distill_iters"`
 	BatchReal    int `yaml:"batch_real" json:"batch_real"`
 	// LRImg is the synthetic images' learning rate (0: dm 1.0, gm 0.1).
-	LRImg   float64 `yaml:"lr_img" json:"lr_img"`
-	Perturb float64 `yaml:"perturb" json:"perturb"`
+	LRImg float64 `yaml:"lr_img" json:"lr_img"`
+	// ImageSteps (one-shot dm) is how many SGD steps the images take
+	// against each iteration's targets (0 or 1: one; see
+	// distill.Config.ImageSteps). With DP the extra steps are free.
+	ImageSteps int     `yaml:"image_steps" json:"image_steps,omitempty"`
+	Perturb    float64 `yaml:"perturb" json:"perturb"`
 	// DistillInit is where the clients' synthetic images start: real
 	// (random real images of the class), noise, or mean (the class mean
 	// image, pooled and jittered; one-shot dm only; with differential
@@ -115,6 +119,9 @@ type Config struct {
 	// DPCenter (private DM) clips each real embedding's offset from the
 	// synthetic class mean instead of the embedding (distill.DPConfig).
 	DPCenter bool `yaml:"dp_center" json:"dp_center,omitempty"`
+	// DPProject (private DM) projects the embeddings onto that many random
+	// directions before clipping and noise (distill.DPConfig.Project).
+	DPProject int `yaml:"dp_project" json:"dp_project,omitempty"`
 	// DPInitClip and DPInitNoise are the clipping norm and noise
 	// multiplier of the class-mean release of distill_init mean.
 	DPInitClip  float64 `yaml:"dp_init_clip" json:"dp_init_clip,omitempty"`
@@ -249,6 +256,9 @@ func (c Config) Resolve() (Config, error) {
 	if c.IPC < 1 {
 		bad("ipc %d: want at least 1", c.IPC)
 	}
+	if c.ImageSteps < 0 || (c.ImageSteps > 1 && (c.Distill != client.MethodDM || c.Strategy == "feddm")) {
+		bad("image_steps %d: want 0 or more, and more than 1 only with distill dm and the oneshot strategy", c.ImageSteps)
+	}
 	if c.DistillIters < 0 {
 		bad("distill_iters %d: must not be negative", c.DistillIters)
 	}
@@ -286,6 +296,9 @@ func (c Config) Resolve() (Config, error) {
 	}
 	if c.DPMinClass < 0 || (c.DPMinClass > 0 && !c.DPEnabled()) {
 		bad("dp_min_class %d: a class-size floor for private distillation: want 0 or more, with dp_epsilon or dp_noise", c.DPMinClass)
+	}
+	if c.DPProject < 0 || (c.DPProject > 0 && !c.DPEnabled()) {
+		bad("dp_project %d: a projection dimension for private distillation: want 0 or more, with dp_epsilon or dp_noise", c.DPProject)
 	}
 	if c.DPCenter && !c.DPEnabled() {
 		bad("dp_center without differential privacy: give dp_epsilon or dp_noise, or drop dp_center")
@@ -397,6 +410,9 @@ func (c *Config) resolveDP() error {
 	if c.DPCenter && c.Distill != "dm" {
 		return fmt.Errorf("dp_center: centered clipping is for private distribution matching (distill dm), not distill %s", c.Distill)
 	}
+	if c.DPProject > 0 && c.Distill != "dm" {
+		return fmt.Errorf("dp_project: the random projection is for private distribution matching (distill dm), not distill %s", c.Distill)
+	}
 	q, steps, first := c.dpSteps()
 	s := privacy.Settings{Noise: c.DPNoise, Epsilon: c.DPEpsilon, Clip: c.DPClip, Delta: c.DPDelta}
 	if c.DistillInit == client.InitMean {
@@ -424,7 +440,7 @@ func (c Config) WithDP(s server.Strategy) server.Strategy {
 			SampleRate: c.Fraction, Delta: c.DPDelta, Seed: c.Seed}
 	case *server.Distill:
 		st.DP = &client.DPTask{SampleRate: c.DPSampleRate, Clip: c.DPClip, Noise: c.DPNoise, Delta: c.DPDelta, Budget: c.DPEpsilon,
-			Center: c.DPCenter, MinClass: c.DPMinClass}
+			Center: c.DPCenter, Project: c.DPProject, MinClass: c.DPMinClass}
 		if c.DistillInit == client.InitMean {
 			st.DP.InitClip, st.DP.InitNoise = c.DPInitClip, c.DPInitNoise
 		}

@@ -397,7 +397,7 @@ func strategyOf(cfg Config) server.Strategy {
 		return f
 	}
 	d := &server.Distill{Method: cfg.Distill, IPC: cfg.IPC, Iterations: cfg.DistillIters, BatchReal: cfg.BatchReal,
-		LRImg: cfg.LRImg, Nets: client.NetsRandom, Init: cfg.DistillInit,
+		LRImg: cfg.LRImg, ImageSteps: cfg.ImageSteps, Nets: client.NetsRandom, Init: cfg.DistillInit,
 		Steps: cfg.ServerSteps, BatchSize: cfg.ServerBatch, LR: cfg.ServerLR, Momentum: 0.9, WeightDecay: 5e-4,
 		DSAStrategy: cfg.ServerDSA, Seed: cfg.Seed}
 	if cfg.Strategy == "feddm" {

@@ -42,6 +42,7 @@ type DistillOptions struct {
 	Model         string
 	BatchReal     int
 	LRImg         float64
+	ImageSteps    int
 	OuterLoop     int
 	InnerLoop     int
 	Init          string
@@ -186,6 +187,7 @@ A run that diverges stops with an error and keeps its last good checkpoint.`,
 	f.StringVar(&o.Model, "model", "", "network used for matching and for the coreset feature space (default convnet)")
 	f.IntVar(&o.BatchReal, "batch-real", 0, "real images per class per iteration (0: 256)")
 	f.Float64Var(&o.LRImg, "lr-img", 0, "learning rate of the synthetic images (0: dm 1.0, dc/dsa 0.1)")
+	f.IntVar(&o.ImageSteps, "image-steps", 0, "dm: image updates per iteration against its targets (0 or 1: one, the reference's; with DP the extra steps cost no privacy)")
 	f.IntVar(&o.OuterLoop, "outer-loop", 0, "dc/dsa image updates per network (0: by IPC, as the reference)")
 	f.IntVar(&o.InnerLoop, "inner-loop", 0, "dc/dsa network epochs between image updates (0: by IPC)")
 	f.StringVar(&o.Init, "init", "", "initial synthetic images: real, noise, or mean (each class's mean image pooled over 4×4 blocks, plus jitter; dm, dc, dsa) (default: noise for dc, real otherwise)")
@@ -367,7 +369,7 @@ func RunDistill(ctx context.Context, o *DistillOptions, stdout, stderr io.Writer
 		return err
 	}
 	cfg := distill.Config{Method: o.Method, IPC: o.IPC, Seed: o.Seed, Model: o.Model, BatchReal: o.BatchReal,
-		LRImg: o.LRImg, OuterLoop: o.OuterLoop, InnerLoop: o.InnerLoop, Init: o.Init, DSAStrategy: o.DSAStrategy,
+		LRImg: o.LRImg, ImageSteps: o.ImageSteps, OuterLoop: o.OuterLoop, InnerLoop: o.InnerLoop, Init: o.Init, DSAStrategy: o.DSAStrategy,
 		FeatureEpochs: o.FeatureEpochs,
 		Match:         distill.MatchConfig{Distance: o.MatchDistance, ClassSum: o.ClassSum, InnerReal: o.InnerReal},
 		TM: distill.TMConfig{Buffer: o.Buffer, SynSteps: o.SynSteps, ExpertEpochs: o.ExpertEpochs, MaxStartEpoch: o.MaxStartEpoch,
