@@ -2,6 +2,7 @@ package distill
 
 import (
 	"context"
+	"fmt"
 	"math"
 	"slices"
 	"strings"
@@ -341,19 +342,7 @@ func TestDPDMGradientFiniteDifference(t *testing.T) {
 			}
 			return l
 		}
-		const h = 1e-6
-		for _, i := range []int{0, 17, 64, 100, 150, 191} {
-			v := syn.Data[i]
-			syn.Data[i] = v + h
-			lp := loss()
-			syn.Data[i] = v - h
-			lm := loss()
-			syn.Data[i] = v
-			fd := (lp - lm) / (2 * h)
-			if math.Abs(fd-grad.Data[i]) > 1e-6+1e-4*math.Abs(fd) {
-				t.Fatalf("C = %g, element %d: gradient %.8g, finite difference %.8g", clip, i, grad.Data[i], fd)
-			}
-		}
+		checkCentralDiff(t, fmt.Sprintf("C = %g", clip), syn, grad, loss, []int{0, 17, 64, 100, 150, 191})
 	}
 }
 
@@ -575,25 +564,32 @@ func TestDPProject(t *testing.T) {
 		}
 		return l
 	}
-	const h = 1e-6
-	for _, i := range []int{0, 33, 95, 140, 191} {
-		v := syn.Data[i]
-		syn.Data[i] = v + h
-		lp := loss()
-		syn.Data[i] = v - h
-		lm := loss()
-		syn.Data[i] = v
-		fd := (lp - lm) / (2 * h)
-		if math.Abs(fd-grad.Data[i]) > 1e-6+1e-4*math.Abs(fd) {
-			t.Fatalf("element %d: gradient %.8g, finite difference %.8g", i, grad.Data[i], fd)
-		}
-	}
+	checkCentralDiff(t, "projected", syn, grad, loss, []int{0, 33, 95, 140, 191})
 	for _, bad := range []Config{
 		{Method: MethodDM, IPC: 1, DP: &DPConfig{SampleRate: 1, Clip: 1, Noise: 1, Project: -1}},
 		{Method: MethodDSA, IPC: 1, DP: &DPConfig{SampleRate: 1, Clip: 1, Noise: 1, Project: 8}},
 	} {
 		if err := bad.Defaults("mnist").Validate(); err == nil || !strings.Contains(err.Error(), "projection") {
 			t.Fatalf("%s with projection %d: error %v, want one naming the projection", bad.Method, bad.DP.Project, err)
+		}
+	}
+}
+
+// checkCentralDiff compares grad with central differences (h = 1e-6) of
+// loss, a function of x, at the elements idx of x.
+func checkCentralDiff(t *testing.T, what string, x, grad *tensor.Tensor[float64], loss func() float64, idx []int) {
+	t.Helper()
+	const h = 1e-6
+	for _, i := range idx {
+		v := x.Data[i]
+		x.Data[i] = v + h
+		lp := loss()
+		x.Data[i] = v - h
+		lm := loss()
+		x.Data[i] = v
+		fd := (lp - lm) / (2 * h)
+		if math.Abs(fd-grad.Data[i]) > 1e-6+1e-4*math.Abs(fd) {
+			t.Fatalf("%s, element %d: gradient %.8g, finite difference %.8g", what, i, grad.Data[i], fd)
 		}
 	}
 }
