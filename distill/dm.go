@@ -18,6 +18,9 @@ import (
 // momentum on the synthetic images.
 type dm struct {
 	imageState
+	// embedDim is the length of the model's embedding, measured once in
+	// Init for DPConfig.Project (0 without it).
+	embedDim int
 }
 
 func (d *dm) Init(_ context.Context, real *data.Dataset) error {
@@ -28,8 +31,17 @@ func (d *dm) Init(_ context.Context, real *data.Dataset) error {
 	if err != nil {
 		return fmt.Errorf("distill: %w", err)
 	}
-	if _, ok := m.(nn.Embedder[float32]); !ok {
+	emb, ok := m.(nn.Embedder[float32])
+	if !ok {
 		return fmt.Errorf("distill: dm needs a model that exposes its features; %q does not (use a ConvNet)", d.cfg.Model)
+	}
+	if d.cfg.DP != nil && d.cfg.DP.Project > 0 {
+		x := d.syn.X
+		e, err := embedConst(emb, &tensor.Tensor[float32]{Shape: append([]int{1}, x.Shape[1:]...), Data: x.Data[:len(x.Data)/x.Shape[0]]}, nil, false)
+		if err != nil {
+			return fmt.Errorf("distill: dm: %w", err)
+		}
+		d.embedDim = e.Shape[1]
 	}
 	return nil
 }
@@ -45,11 +57,8 @@ func (d *dm) Step(ctx context.Context, it int) (float64, error) {
 		return 0, err
 	}
 	emb := m.(nn.Embedder[float32])
-	if d.cfg.DP != nil && d.cfg.DP.Project > 0 {
-		probe := &tensor.Tensor[float32]{Shape: append([]int{1}, d.syn.X.Shape[1:]...), Data: d.syn.X.Data[:len(d.syn.X.Data)/d.syn.X.Shape[0]]}
-		if emb, err = projectEmbedder(emb, probe, d.cfg.DP.Project, tensor.NewRNG(d.cfg.Seed, streamProject+uint64(it))); err != nil {
-			return 0, fmt.Errorf("distill: dm iteration %d: %w", it, err)
-		}
+	if d.embedDim > 0 {
+		emb = projectEmbedder(emb, d.embedDim, d.cfg.DP.Project, tensor.NewRNG(d.cfg.Seed, streamProject+uint64(it)))
 	}
 	targets := make([]dmTarget, d.real.Classes)
 	for c := range d.real.Classes {

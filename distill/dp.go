@@ -427,15 +427,11 @@ func (m projected[T]) Embed(x *ag.Var[T], params []*ag.Var[T]) *ag.Var[T] {
 	return ag.MatMul(e, e.Tape().Const(m.p), false, false)
 }
 
-// projectEmbedder returns m with its embeddings projected onto k random
-// directions (entries N(0, 1/k) from rng); probe is one input image, which
-// gives the embedding's size.
-func projectEmbedder[T tensor.Float](m nn.Embedder[T], probe *tensor.Tensor[T], k int, rng *tensor.RNG) (nn.Embedder[T], error) {
-	e, err := embedConst(m, probe, nil, false)
-	if err != nil {
-		return nil, err
-	}
-	p := tensor.New[T](e.Shape[1], k)
+// projectEmbedder returns m, whose embeddings have dim values, with its
+// embeddings projected onto k random directions (entries N(0, 1/k) from
+// rng).
+func projectEmbedder[T tensor.Float](m nn.Embedder[T], dim, k int, rng *tensor.RNG) nn.Embedder[T] {
+	p := tensor.New[T](dim, k)
 	tensor.FillNormal(rng, p, 0, 1/math.Sqrt(float64(k)))
-	return projected[T]{Embedder: m, p: p}, nil
+	return projected[T]{Embedder: m, p: p}
 }

@@ -516,10 +516,7 @@ func TestDPProject(t *testing.T) {
 		t.Fatal(err)
 	}
 	const k = 2000
-	pm, err := projectEmbedder[float64](m, real, k, tensor.NewRNG(3, 0))
-	if err != nil {
-		t.Fatal(err)
-	}
+	pm := projectEmbedder[float64](m, e.Shape[1], k, tensor.NewRNG(3, 0))
 	pe, err := embedConst(pm, real, nil, false)
 	if err != nil {
 		t.Fatal(err)
@@ -548,10 +545,7 @@ func TestDPProject(t *testing.T) {
 			t.Fatalf("image %d: ‖e·P‖²/‖e‖² = %.3f, want 1 ± 5%%", i, r)
 		}
 	}
-	pm, err = projectEmbedder[float64](m, real, 4, tensor.NewRNG(4, 0))
-	if err != nil {
-		t.Fatal(err)
-	}
+	pm = projectEmbedder[float64](m, e.Shape[1], 4, tensor.NewRNG(4, 0))
 	dp := DPConfig{SampleRate: 1, Clip: 0.05} // no center: it moves with syn, which the gradient holds fixed
 	grad := tensor.New[float64](syn.Shape...)
 	if _, err := DPDMLoss(pm, real, 5, syn, nil, dp, nil, grad); err != nil {
