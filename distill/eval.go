@@ -22,8 +22,12 @@ type EvalConfig struct {
 	Runs      int    // models trained; default 5
 	Epochs    int    // default DefaultEvalEpochs(data set, "")
 	BatchSize int    // default 256
-	// LR (default 0.01) decays ×0.1 at half the epochs (nn.HalfwayDecay).
+	// LR (default 0.01) decays ×0.1 at half the epochs (nn.HalfwayDecay)
+	// unless Schedule says otherwise.
 	LR, Momentum, WeightDecay float64
+	// Schedule sets each epoch's rate (nil: nn.HalfwayDecay(Epochs), the
+	// protocol's).
+	Schedule nn.Schedule
 	// DSAStrategy augments every training batch with per-sample DSA
 	// parameters; default by data set (DefaultDSAStrategy); "none" for no
 	// augmentation.
@@ -128,31 +132,9 @@ func Evaluate(syn *SyntheticSet, test *data.Dataset, cfg EvalConfig) (mean, std 
 		}
 	}
 	for k := range cfg.Runs {
-		m, err := nn.New[float32](cfg.Model, test.ImageShape(), test.Classes, tensor.NewRNG(cfg.Seed, 1000+uint64(k)))
+		m, err := trainEvalModel(ctx, syn, test, cfg, strategy, k)
 		if err != nil {
-			return 0, 0, nil, fmt.Errorf("distill: %w", err)
-		}
-		tc := nn.TrainConfig[float32]{Epochs: cfg.Epochs, BatchSize: cfg.BatchSize, LR: cfg.LR, Momentum: cfg.Momentum,
-			WeightDecay: cfg.WeightDecay, Schedule: nn.HalfwayDecay(cfg.Epochs),
-			Seed: tensor.NewRNG(cfg.Seed, 2000+uint64(k)).Uint64(), Context: ctx}
-		if len(strategy) > 0 {
-			dsa := &data.DSA{Strategy: strategy, Params: data.DefaultDSAParams()}
-			rng := tensor.NewRNG(cfg.Seed, 3000+uint64(k))
-			tc.Augment = func(_ *ag.Tape[float32], x *ag.Var[float32]) *ag.Var[float32] {
-				s := x.Shape()
-				return data.Apply(dsa.Sample(rng, s[0], s[2], s[3]), x)
-			}
-		}
-		var progress func(nn.Progress)
-		if cfg.Progress != nil {
-			progress = func(p nn.Progress) { cfg.Progress(k, p) }
-		}
-		train := func() error { return nn.Train[float32](m, syn.Dataset(), tc, progress) }
-		if syn.YSoft != nil {
-			train = func() error { return TrainSoft(m, syn.X, SoftTargets(syn.YSoft), tc, progress) }
-		}
-		if err := train(); err != nil {
-			return 0, 0, nil, fmt.Errorf("distill: evaluation run %d: %w", k+1, err)
+			return 0, 0, nil, err
 		}
 		acc, _, err := nn.Evaluate[float32](m, test.X, test.Y, 500)
 		if err != nil {
@@ -162,6 +144,42 @@ func Evaluate(syn *SyntheticSet, test *data.Dataset, cfg EvalConfig) (mean, std 
 	}
 	mean, std = MeanStd(accs)
 	return mean, std, accs, nil
+}
+
+// trainEvalModel trains run k of the evaluation cfg (defaults filled) on
+// syn, in the space of test, and returns the model.
+func trainEvalModel(ctx context.Context, syn *SyntheticSet, test *data.Dataset, cfg EvalConfig, strategy []string, k int) (nn.Model[float32], error) {
+	m, err := nn.New[float32](cfg.Model, test.ImageShape(), test.Classes, tensor.NewRNG(cfg.Seed, 1000+uint64(k)))
+	if err != nil {
+		return nil, fmt.Errorf("distill: %w", err)
+	}
+	schedule := cfg.Schedule
+	if schedule == nil {
+		schedule = nn.HalfwayDecay(cfg.Epochs)
+	}
+	tc := nn.TrainConfig[float32]{Epochs: cfg.Epochs, BatchSize: cfg.BatchSize, LR: cfg.LR, Momentum: cfg.Momentum,
+		WeightDecay: cfg.WeightDecay, Schedule: schedule,
+		Seed: tensor.NewRNG(cfg.Seed, 2000+uint64(k)).Uint64(), Context: ctx}
+	if len(strategy) > 0 {
+		dsa := &data.DSA{Strategy: strategy, Params: data.DefaultDSAParams()}
+		rng := tensor.NewRNG(cfg.Seed, 3000+uint64(k))
+		tc.Augment = func(_ *ag.Tape[float32], x *ag.Var[float32]) *ag.Var[float32] {
+			s := x.Shape()
+			return data.Apply(dsa.Sample(rng, s[0], s[2], s[3]), x)
+		}
+	}
+	var progress func(nn.Progress)
+	if cfg.Progress != nil {
+		progress = func(p nn.Progress) { cfg.Progress(k, p) }
+	}
+	train := func() error { return nn.Train[float32](m, syn.Dataset(), tc, progress) }
+	if syn.YSoft != nil {
+		train = func() error { return TrainSoft(m, syn.X, SoftTargets(syn.YSoft), tc, progress) }
+	}
+	if err := train(); err != nil {
+		return nil, fmt.Errorf("distill: evaluation run %d: %w", k+1, err)
+	}
+	return m, nil
 }
 
 // MeanStd returns the mean and the population standard deviation of v.

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 
+	ag "github.com/fedsim/fedsim/autograd"
 	"github.com/fedsim/fedsim/data"
 	"github.com/fedsim/fedsim/distill/kernel"
 	"github.com/fedsim/fedsim/nn"
@@ -485,5 +486,72 @@ func TestLinBa(t *testing.T) {
 	}
 	if err := md.SaveFactors(filepath.Join(t.TempDir(), "factors.npz")); err != nil {
 		t.Error(err)
+	}
+}
+
+// TestEvaluateUnrolledIsTheInnerLoop checks that the unrolled evaluation
+// trains each network exactly as MetaTask unrolls it: full-batch SGD at
+// the learned step size with the meta-task's momentum, no weight decay,
+// augmentation or schedule, and soft labels where the set has them.
+func TestEvaluateUnrolledIsTheInnerLoop(t *testing.T) {
+	train, testAll := loadMNIST(t)
+	real, test := twoClass(train, 100), twoClass(testAll, 100)
+	rng := tensor.NewRNG(3, 3)
+	syn := randomReal(real, real.ClassIndices(), 3, rng)
+	logits := tensor.New[float32](syn.Len(), real.Classes)
+	tensor.FillNormal(rng, logits, 0, 1)
+	const model, steps, lr, momentum, seed = "convnet-w8-d2", 4, 0.05, 0.5, 7
+	u := UnrolledEval{Model: model, Steps: steps, LR: lr, Momentum: momentum}
+	for _, soft := range []bool{false, true} {
+		set := syn.Clone()
+		if soft {
+			set.YSoft = logits
+		}
+		// The meta-task's unroll from the network of run 0.
+		m, err := nn.New[float32](model, real.ImageShape(), real.Classes, tensor.NewRNG(seed, 1000))
+		if err != nil {
+			t.Fatal(err)
+		}
+		task := MetaTask[float32]{Model: m, Start: m.Params(), X: set.X, Y: set.Y, Steps: steps, Momentum: momentum}
+		if soft {
+			task.Logits = logits
+		}
+		tp := ag.NewTape[float32]()
+		l := task.leaves(tp, math.Log(lr))
+		ps := make([]*ag.Var[float32], len(task.Start))
+		for i, p := range task.Start {
+			ps[i] = tp.Param(p)
+		}
+		want, _, err := task.unroll(l, ps, nil, steps, false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := trainEvalModel(context.Background(), set, test, unrolledConfig(context.Background(), set, u, 1, seed, nil), nil, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		moved := false
+		for i, p := range got.Params() {
+			for j, v := range p.Data {
+				w, start := want[i].Value.Data[j], task.Start[i].Data[j]
+				moved = moved || w != start
+				if d := math.Abs(float64(v - w)); d > 1e-5+1e-4*math.Abs(float64(w)) {
+					t.Fatalf("soft %v: parameter %d[%d] after the unrolled evaluation's training %g, meta-task unroll %g", soft, i, j, v, w)
+				}
+			}
+		}
+		tp.Release()
+		if !moved {
+			t.Fatalf("soft %v: the unroll left the network unchanged: the comparison would be vacuous", soft)
+		}
+		mean, _, accs, err := EvaluateUnrolled(context.Background(), set, test, u, 2, seed, nil)
+		if err != nil || len(accs) != 2 || !(mean > 0) {
+			t.Fatalf("soft %v: EvaluateUnrolled = %v, %v, %v", soft, mean, accs, err)
+		}
+	}
+	for _, bad := range []UnrolledEval{{Model: model, Steps: 0, LR: lr}, {Model: model, Steps: 2, LR: 0}, {Model: model, Steps: 2, LR: lr, Momentum: 1}} {
+		if _, _, _, err := EvaluateUnrolled(context.Background(), syn, test, bad, 1, seed, nil); err == nil {
+			t.Errorf("EvaluateUnrolled accepted %+v", bad)
+		}
 	}
 }

@@ -177,7 +177,7 @@ A run that diverges stops with an error and keeps its last good checkpoint.`,
 	f.IntVar(&o.Iters, "iters", 0, fmt.Sprintf("iterations of dm, dc and dsa (0: %d)", defaultDistillIters))
 	f.StringVar(&o.Out, "out", "", "output folder (required)")
 	f.IntVar(&o.EvalEvery, "eval-every", 0, "also evaluate every K iterations (0: only at the end)")
-	f.StringSliceVar(&o.EvalModels, "eval-models", []string{"convnet"}, "models to evaluate on the synthetic set, comma-separated ("+strings.Join(nn.ModelNames(), ", ")+"), or krr: kernel ridge regression with the set's kernel (KIP's evaluation; --kernel and its flags, default the fully connected NTK)")
+	f.StringSliceVar(&o.EvalModels, "eval-models", []string{"convnet"}, "models to evaluate on the synthetic set, comma-separated ("+strings.Join(nn.ModelNames(), ", ")+"), or krr: kernel ridge regression with the set's kernel (KIP's evaluation; --kernel and its flags, default the fully connected NTK), or unrolled (dd, sldd, ld, linba: fresh --model networks trained by exactly the --unroll full-batch steps at the learned step size, whatever --eval-lr says; DD's evaluation; one step per epoch in report.json)")
 	f.IntVar(&o.EvalRuns, "eval-runs", 5, "models trained per evaluation (0: no evaluation)")
 	f.IntVar(&o.EvalEpochs, "eval-epochs", 0, "training epochs per evaluation model (0: as the reference code: 1000 on mnist; elsewhere 1000 for dsa, dm, mtt, ftd, tesla, 600 for cafe, 300 for the rest)")
 	f.Float64Var(&o.EvalLR, "eval-lr", 0, "learning rate of the evaluation models (0: the learned step size for mtt/ftd/tesla/dd/sldd/ld, as their reference code evaluates; 0.01 otherwise)")
@@ -203,8 +203,8 @@ A run that diverges stops with an error and keeps its last good checkpoint.`,
 	f.IntVar(&o.ExpertEpochs, "expert-epochs", 0, "mtt/ftd/tesla: expert epochs matched (0: 2)")
 	f.IntVar(&o.MaxStartEpoch, "max-start-epoch", 0, "mtt/ftd/tesla: start epochs are drawn below this (0: 2 at IPC 1, 20 at IPC ≤ 10, 40 above)")
 	f.IntVar(&o.BatchSyn, "batch-syn", 0, "mtt/ftd/tesla: synthetic images per student step (0: all)")
-	f.Float64Var(&o.LRLR, "lr-lr", 0, "mtt/ftd/tesla: learning rate of the learned step size (0: 1e-7 at IPC 1, 1e-5 otherwise)")
-	f.Float64Var(&o.LRInit, "lr-teacher", 0, "mtt/ftd/tesla: initial student step size (0: 0.01)")
+	f.Float64Var(&o.LRLR, "lr-lr", 0, "mtt/ftd/tesla: learning rate of the learned step size (0: 1e-7 at IPC 1, 1e-5 otherwise); dd/sldd/ld/gtn: Adam rate of log step size (0: 0.01)")
+	f.Float64Var(&o.LRInit, "lr-teacher", 0, "mtt/ftd/tesla, dd/sldd/ld/gtn: initial student (inner-loop) step size (0: 0.01)")
 	f.Float64Var(&o.StartNoise, "start-noise", 0, "ftd: relative noise on the starting weights (0: 0.01 for ftd)")
 	f.StringVar(&o.Labels, "labels", "", "mtt/ftd/tesla: hard or soft (learned logits from an expert; default soft for tesla)")
 	f.Float64Var(&o.LRLabel, "lr-label", 0, "mtt/ftd/tesla: learning rate of soft labels (0: 2)")
@@ -314,8 +314,8 @@ func validateEvalFlags(models []string, runs, epochs int, lr float64, shape []in
 		return usagef("--eval-models is empty")
 	}
 	for _, m := range models {
-		if m == distill.EvalKRR {
-			continue // kernel ridge regression, not a network
+		if m == distill.EvalKRR || m == distill.EvalUnrolled {
+			continue // kernel ridge regression and the meta-learning inner loop, not networks
 		}
 		if _, err := nn.New[float32](m, shape, classes, tensor.NewRNG(0, 0)); err != nil {
 			return usageError{fmt.Errorf("--eval-models: %w", err)}
@@ -367,6 +367,9 @@ func RunDistill(ctx context.Context, o *DistillOptions, stdout, stderr io.Writer
 	shape := []int{info.Channels, info.Height, info.Width}
 	if err := validateEvalFlags(o.EvalModels, o.EvalRuns, o.EvalEpochs, o.EvalLR, shape, info.Classes); err != nil {
 		return err
+	}
+	if slices.Contains(o.EvalModels, distill.EvalUnrolled) && !distill.IsMetaMethod(o.Method) {
+		return usagef("--eval-models %s trains networks by the inner loop of dd, sldd, ld and linba; %s has none (use a network such as convnet)", distill.EvalUnrolled, o.Method)
 	}
 	cfg := distill.Config{Method: o.Method, IPC: o.IPC, Seed: o.Seed, Model: o.Model, BatchReal: o.BatchReal,
 		LRImg: o.LRImg, ImageSteps: o.ImageSteps, OuterLoop: o.OuterLoop, InnerLoop: o.InnerLoop, Init: o.Init, DSAStrategy: o.DSAStrategy,
@@ -460,9 +463,12 @@ func RunDistill(ctx context.Context, o *DistillOptions, stdout, stderr io.Writer
 		rep.TestImages = test.Len()
 	}
 	evaluate := func(it int, syn *distill.SyntheticSet) error {
-		lr := o.EvalLR
-		if s, ok := d.(interface{ StepSize() float64 }); ok && lr == 0 {
-			lr = s.StepSize()
+		lr, learned := o.EvalLR, 0.0
+		if s, ok := d.(interface{ StepSize() float64 }); ok {
+			learned = s.StepSize()
+			if lr == 0 {
+				lr = learned
+			}
 		}
 		for _, m := range o.EvalModels {
 			if m == distill.EvalKRR {
@@ -474,6 +480,17 @@ func RunDistill(ctx context.Context, o *DistillOptions, stdout, stderr io.Writer
 				rep.Evals = append(rep.Evals, r)
 				rep.EvalWallS += r.WallS
 				fmt.Fprintf(stdout, "iteration %d  krr  test accuracy %.4f  (kernel ridge regression on the set)\n", it, r.Mean)
+				continue
+			}
+			if m == distill.EvalUnrolled {
+				r, err := evalUnrolled(ctx, syn, test, zca, distill.UnrolledEvalFor(d.Config(), learned), o.EvalRuns, o.Seed)
+				if err != nil {
+					return err
+				}
+				r.Iteration = it
+				rep.Evals = append(rep.Evals, r)
+				rep.EvalWallS += r.WallS
+				fmt.Fprintf(stdout, "iteration %d  unrolled  test accuracy %.4f ± %.4f  (%d fresh %s × %d full-batch steps at step size %.4g, the inner loop)\n", it, r.Mean, r.Std, r.Runs, d.Config().Model, r.Epochs, r.LR)
 				continue
 			}
 			r, err := evalModel(ctx, syn, test, zca, m, o.EvalRuns, o.EvalEpochs, lr, o.Seed, o.Quiet, stderr)
@@ -614,6 +631,17 @@ func evalModel(ctx context.Context, syn *distill.SyntheticSet, test *data.Datase
 		return EvalRecord{}, err
 	}
 	return EvalRecord{Model: model, Runs: runs, Epochs: epochs, LR: cfg.LR, Mean: mean, Std: std, Accs: accs, WallS: time.Since(t0).Seconds()}, nil
+}
+
+// evalUnrolled evaluates syn by the meta-learning methods' own protocol:
+// fresh networks trained by exactly the inner loop u (EvaluateUnrolled).
+func evalUnrolled(ctx context.Context, syn *distill.SyntheticSet, test *data.Dataset, zca *distill.ZCA, u distill.UnrolledEval, runs int, seed uint64) (EvalRecord, error) {
+	t0 := time.Now()
+	mean, std, accs, err := distill.EvaluateUnrolled(ctx, syn, test, u, runs, seed, zca)
+	if err != nil {
+		return EvalRecord{}, err
+	}
+	return EvalRecord{Model: distill.EvalUnrolled, Runs: runs, Epochs: u.Steps, LR: u.LR, Mean: mean, Std: std, Accs: accs, WallS: time.Since(t0).Seconds()}, nil
 }
 
 // evalKRR evaluates syn by kernel ridge regression with the kernel of krr

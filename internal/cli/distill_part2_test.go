@@ -95,3 +95,38 @@ func TestDistillKRREvaluation(t *testing.T) {
 		t.Fatalf("evaluations %+v: want krr first, above 30 %%", rep.Evals)
 	}
 }
+
+// TestDistillUnrolledEvaluation: --eval-models unrolled evaluates a dd set
+// by its own inner loop (the learned step size, --unroll steps) and
+// report.json records it; other methods and `fedsim eval` refuse it.
+func TestDistillUnrolledEvaluation(t *testing.T) {
+	dir := t.TempDir()
+	o := tinyDistill("dd", dir)
+	o.EvalModels, o.EvalRuns, o.Iters, o.Unroll = []string{"unrolled"}, 2, 3, 4
+	o.EvalLR = 0.01 // for networks; the unrolled evaluation keeps the learned step size
+	out := runDistillOrSkip(t, o)
+	if !strings.Contains(out, "unrolled  test accuracy") || !strings.Contains(out, "× 4 full-batch steps") {
+		t.Fatalf("stdout %q has no unrolled evaluation of 4 steps", out)
+	}
+	b, err := os.ReadFile(filepath.Join(dir, "report.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rep DistillReport
+	if err := json.Unmarshal(b, &rep); err != nil {
+		t.Fatal(err)
+	}
+	if len(rep.Evals) != 1 || rep.Evals[0].Model != "unrolled" || rep.Evals[0].Epochs != 4 || rep.Evals[0].Runs != 2 ||
+		len(rep.Evals[0].Accs) != 2 || rep.Evals[0].LR == 0.01 || !(rep.Evals[0].LR > 0) {
+		t.Fatalf("evaluations %+v: want one unrolled record of 2 runs × 4 steps at the learned step size", rep.Evals)
+	}
+	d := tinyDistill("dm", t.TempDir())
+	d.EvalModels = []string{"unrolled"}
+	if err := RunDistill(t.Context(), d, &strings.Builder{}, &strings.Builder{}); err == nil || !strings.Contains(err.Error(), "unrolled") {
+		t.Errorf("dm with --eval-models unrolled: %v, want a usage error naming it", err)
+	}
+	e := &EvalOptions{Synthetic: filepath.Join(dir, "synthetic.npz"), Dataset: "mnist", EvalModels: []string{"unrolled"}, EvalRuns: 1}
+	if err := RunEval(t.Context(), e, &strings.Builder{}, &strings.Builder{}); err == nil || !strings.Contains(err.Error(), "fedsim distill") {
+		t.Errorf("fedsim eval --eval-models unrolled: %v, want a usage error pointing to fedsim distill", err)
+	}
+}

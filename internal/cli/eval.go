@@ -140,6 +140,11 @@ func RunEval(ctx context.Context, o *EvalOptions, stdout, stderr io.Writer) erro
 	if o.EvalEpochs == 0 {
 		o.EvalEpochs = distill.DefaultEvalEpochs(o.Dataset, "")
 	}
+	for _, m := range o.EvalModels {
+		if m == distill.EvalKRR || m == distill.EvalUnrolled {
+			return usagef("--eval-models %s needs the settings the set was distilled with: use it with fedsim distill (here, name networks such as convnet)", m)
+		}
+	}
 	if err := validateEvalFlags(o.EvalModels, o.EvalRuns, o.EvalEpochs, o.EvalLR, []int{info.Channels, info.Height, info.Width}, info.Classes); err != nil {
 		return err
 	}
