@@ -1,7 +1,6 @@
 package cli
 
 import (
-	"encoding/json"
 	"os"
 	"path/filepath"
 	"strings"
@@ -83,14 +82,7 @@ func TestDistillKRREvaluation(t *testing.T) {
 	if !strings.Contains(out, "krr  test accuracy") {
 		t.Fatalf("stdout %q has no krr evaluation", out)
 	}
-	b, err := os.ReadFile(filepath.Join(dir, "report.json"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var rep DistillReport
-	if err := json.Unmarshal(b, &rep); err != nil {
-		t.Fatal(err)
-	}
+	rep := readDistillReport(t, dir)
 	if len(rep.Evals) != 2 || rep.Evals[0].Model != "krr" || !(rep.Evals[0].Mean > 0.3) {
 		t.Fatalf("evaluations %+v: want krr first, above 30 %%", rep.Evals)
 	}
@@ -108,14 +100,7 @@ func TestDistillUnrolledEvaluation(t *testing.T) {
 	if !strings.Contains(out, "unrolled  test accuracy") || !strings.Contains(out, "× 4 full-batch steps") {
 		t.Fatalf("stdout %q has no unrolled evaluation of 4 steps", out)
 	}
-	b, err := os.ReadFile(filepath.Join(dir, "report.json"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var rep DistillReport
-	if err := json.Unmarshal(b, &rep); err != nil {
-		t.Fatal(err)
-	}
+	rep := readDistillReport(t, dir)
 	if len(rep.Evals) != 1 || rep.Evals[0].Model != "unrolled" || rep.Evals[0].Epochs != 4 || rep.Evals[0].Runs != 2 ||
 		len(rep.Evals[0].Accs) != 2 || rep.Evals[0].LR == 0.01 || !(rep.Evals[0].LR > 0) {
 		t.Fatalf("evaluations %+v: want one unrolled record of 2 runs × 4 steps at the learned step size", rep.Evals)

@@ -67,14 +67,7 @@ func TestDistillCommandWritesOutputs(t *testing.T) {
 		if b := img.Bounds(); b.Dx() < o.IPC*56 || b.Dy() < 10*56 {
 			t.Errorf("%s: grid.png is %v for 10 classes × %d images", method, b, o.IPC)
 		}
-		var rep DistillReport
-		b, err := os.ReadFile(filepath.Join(dir, "report.json"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := json.Unmarshal(b, &rep); err != nil {
-			t.Fatal(err)
-		}
+		rep := readDistillReport(t, dir)
 		if rep.Method != method || rep.IPC != o.IPC || rep.Seed != 1 || rep.WallS <= 0 {
 			t.Errorf("%s: report %+v", method, rep)
 		}
@@ -258,10 +251,9 @@ func TestDistillBufferAndTrajectoryMatching(t *testing.T) {
 		}
 		// The evaluation trains at the learned step size, as MTT's
 		// distill.py does.
-		var rep DistillReport
-		b, _ := os.ReadFile(filepath.Join(o.Out, "report.json"))
-		if err := json.Unmarshal(b, &rep); err != nil || len(rep.Evals) == 0 {
-			t.Fatalf("%s: report.json: %v", method, err)
+		rep := readDistillReport(t, o.Out)
+		if len(rep.Evals) == 0 {
+			t.Fatalf("%s: report.json has no evaluation", method)
 		}
 		if e := rep.Evals[len(rep.Evals)-1]; rep.StepSize <= 0 || e.LR != rep.StepSize {
 			t.Errorf("%s: evaluated at lr %g, want the learned step size %g", method, e.LR, rep.StepSize)
@@ -342,4 +334,18 @@ func TestDistillZCA(t *testing.T) {
 	if err := RunDistill(context.Background(), o, &out, &errb); err == nil || !strings.Contains(err.Error(), "needs --zca") {
 		t.Fatalf("--zca-reg without --zca: %v", err)
 	}
+}
+
+// readDistillReport reads and decodes dir/report.json.
+func readDistillReport(t *testing.T, dir string) DistillReport {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(dir, "report.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rep DistillReport
+	if err := json.Unmarshal(b, &rep); err != nil {
+		t.Fatalf("%s/report.json: %v", dir, err)
+	}
+	return rep
 }
