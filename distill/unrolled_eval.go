@@ -13,7 +13,7 @@ import (
 // see EvaluateUnrolled.
 const EvalUnrolled = "unrolled"
 
-// UnrolledEval describes the inner loop a dd, sldd or ld set was learned
+// UnrolledEval describes the inner loop a dd, sldd, ld or linba set was learned
 // for: Steps full-batch SGD steps of a freshly initialised Model at step
 // size LR with heavy-ball momentum Momentum (MetaTask's m ← β·m + g,
 // θ ← θ − η·m), no weight decay, no augmentation.
