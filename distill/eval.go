@@ -32,6 +32,9 @@ type EvalConfig struct {
 	// parameters; default by data set (DefaultDSAStrategy); "none" for no
 	// augmentation.
 	DSAStrategy string
+	// CutMix is the probability per training batch of IDC's CutMix
+	// (cutMixBox; the loss mixes the targets by the pasted area); 0: none.
+	CutMix float64
 	// Seed: run k initialises its model and draws its batches from streams
 	// derived from (Seed, k).
 	Seed    uint64
@@ -103,6 +106,9 @@ func Evaluate(syn *SyntheticSet, test *data.Dataset, cfg EvalConfig) (mean, std 
 	if cfg.Runs < 0 || cfg.Epochs < 0 || cfg.BatchSize < 0 || !(cfg.LR > 0) {
 		return 0, 0, nil, fmt.Errorf("distill: evaluation runs %d, epochs %d, batch %d and learning rate %g must be positive", cfg.Runs, cfg.Epochs, cfg.BatchSize, cfg.LR)
 	}
+	if !(cfg.CutMix >= 0 && cfg.CutMix <= 1) {
+		return 0, 0, nil, fmt.Errorf("distill: evaluation CutMix probability %g must be in [0, 1]", cfg.CutMix)
+	}
 	if err := syn.Validate(); err != nil {
 		return 0, 0, nil, err
 	}
@@ -166,6 +172,15 @@ func trainEvalModel(ctx context.Context, syn *SyntheticSet, test *data.Dataset, 
 		tc.Augment = func(_ *ag.Tape[float32], x *ag.Var[float32]) *ag.Var[float32] {
 			s := x.Shape()
 			return data.Apply(dsa.Sample(rng, s[0], s[2], s[3]), x)
+		}
+	}
+	if cfg.CutMix > 0 {
+		rng := tensor.NewRNG(cfg.Seed, 4000+uint64(k))
+		tc.Mix = func(x *tensor.Tensor[float32]) ([]int, float64) {
+			if rng.Float64() >= cfg.CutMix {
+				return nil, 1
+			}
+			return cutMixBox(x, rng)
 		}
 	}
 	var progress func(nn.Progress)

@@ -565,9 +565,9 @@ func IDCGradMatchLoss[T tensor.Float](m nn.Model[T], real *tensor.Tensor[T], rea
 // uses them for ImageNet only); the initial real images are drawn at
 // random (IDC takes the first ones of each class); real batches for the
 // network updates are drawn with replacement, the class batches for
-// matching without; and
-// evaluation follows fedsim's protocol (DSA, no CutMix, DefaultEvalEpochs),
-// where IDC evaluates with CutMix for 1000 epochs.
+// matching without. fedsim distill evaluates with fedsim's protocol (DSA,
+// no CutMix, DefaultEvalEpochs) unless asked for IDC's own recipe
+// (IDCEvalConfig: batch 64, CutMix, 1000 epochs; --eval-models idc).
 //
 // Its checkpoint holds the stored (undecoded) images, IPC per class: a
 // valid synthetic.npz of the stored set, not of the f²·IPC decoded images
@@ -848,11 +848,24 @@ func (d *idc) trainNet(ctx context.Context, m nn.Model[float32], opt *nn.SGD[flo
 }
 
 // cutMix applies CutMix to the batch x (N, C, H, W) in place, as IDC's
-// train_epoch: λ ~ U(0, 1) (Beta(1, 1)), a random permutation π of the
-// batch, a box of side ⌊H·√(1−λ)⌋ × ⌊W·√(1−λ)⌋ centred uniformly and
-// clipped to the image is copied from image π(i) into image i. It
-// returns the fraction r of each image left unpasted and the labels y∘π.
+// train_epoch (see cutMixBox), and returns the fraction r of each image
+// left unpasted and the labels y∘π of the pasted images.
 func cutMix(x *tensor.Tensor[float32], y []int, rng *tensor.RNG) (float64, []int) {
+	perm, r := cutMixBox(x, rng)
+	yb := make([]int, len(y))
+	for i, j := range perm {
+		yb[i] = y[j]
+	}
+	return r, yb
+}
+
+// cutMixBox is CutMix's image half, as IDC's train_epoch: λ ~ U(0, 1)
+// (Beta(1, 1)), a random permutation π of the batch, a box of side
+// ⌊H·√(1−λ)⌋ × ⌊W·√(1−λ)⌋ centred uniformly and clipped to the image is
+// copied from image π(i) into image i of x (N, C, H, W), in place. It
+// returns π and the fraction r of each image left unpasted: the loss is
+// r·CE(y) + (1−r)·CE(y∘π).
+func cutMixBox(x *tensor.Tensor[float32], rng *tensor.RNG) ([]int, float64) {
 	n, c, h, w := x.Shape[0], x.Shape[1], x.Shape[2], x.Shape[3]
 	lam := rng.Float64()
 	perm := rng.Perm(n)
@@ -871,11 +884,7 @@ func cutMix(x *tensor.Tensor[float32], y []int, rng *tensor.RNG) (float64, []int
 			}
 		}
 	}
-	yb := make([]int, n)
-	for i, j := range perm {
-		yb[i] = y[j]
-	}
-	return 1 - float64((r2-r1)*(c2-c1))/float64(h*w), yb
+	return perm, 1 - float64((r2-r1)*(c2-c1))/float64(h*w)
 }
 
 // Restore replaces the stored images and their velocity with c's and

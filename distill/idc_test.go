@@ -495,3 +495,57 @@ func newIDCProbe(d *idc, rng *tensor.RNG) (nn.Model[float32], error) {
 	}
 	return m, nil
 }
+
+// TestIDCEvaluation: IDCEvalConfig is IDC's recipe (batch 64, ×0.2 at 2/3
+// and 5/6 of the epochs, CutMix 0.5, no cutout, no flips on MNIST), and
+// Evaluate applies its CutMix: the same run with and without it trains
+// different weights.
+func TestIDCEvaluation(t *testing.T) {
+	c := IDCEvalConfig("fmnist", 0)
+	if c.Epochs != IDCEvalEpochs || c.BatchSize != 64 || c.LR != 0.01 || c.Momentum != 0.9 || c.WeightDecay != 5e-4 ||
+		c.CutMix != 0.5 || c.Model != "convnet" || c.DSAStrategy != "color_crop_flip_scale_rotate" {
+		t.Errorf("IDCEvalConfig(fmnist) = %+v", c)
+	}
+	for _, e := range []struct {
+		epoch int
+		want  float64
+	}{{0, 0.01}, {665, 0.01}, {666, 0.002}, {832, 0.002}, {833, 0.0004}, {999, 0.0004}} {
+		if got := c.Schedule.LR(c.LR, e.epoch, c.Epochs); math.Abs(got-e.want) > 1e-12 {
+			t.Errorf("epoch %d: rate %g, want %g", e.epoch, got, e.want)
+		}
+	}
+	if m := IDCEvalConfig("mnist", 30); m.DSAStrategy != "color_crop_scale_rotate" || m.Epochs != 30 || m.Schedule.LR(1, 20, 30) != 0.2 {
+		t.Errorf("IDCEvalConfig(mnist, 30) = %+v", m)
+	}
+
+	train, test := loadMNIST(t)
+	real := twoClass(train, 50)
+	tst := twoClass(test, 100)
+	syn := subsetSet(real, []int{0, 1, 2, 3, 50, 51, 52, 53})
+	cfg := IDCEvalConfig("mnist", 3)
+	cfg.Model, cfg.Runs, cfg.Seed = "convnet-w8", 1, 5
+	mean, _, accs, err := Evaluate(syn, tst, cfg)
+	if err != nil || len(accs) != 1 || !(mean >= 0 && mean <= 1) {
+		t.Fatalf("Evaluate with IDC's recipe: %v, %v", accs, err)
+	}
+	strategy, err := data.ParseDSAStrategy(cfg.DSAStrategy)
+	if err != nil {
+		t.Fatal(err)
+	}
+	weights := func(p float64) []float32 {
+		cfg := cfg
+		cfg.CutMix = p
+		m, err := trainEvalModel(context.Background(), syn, tst, cfg, strategy, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return slices.Clone(m.Params()[0].Data)
+	}
+	if slices.Equal(weights(0), weights(1)) {
+		t.Error("CutMix with probability 1 trained the same weights as none")
+	}
+	cfg.CutMix = 1.5
+	if _, _, _, err := Evaluate(syn, tst, cfg); err == nil || !strings.Contains(err.Error(), "CutMix probability 1.5") {
+		t.Errorf("CutMix 1.5: %v", err)
+	}
+}

@@ -130,6 +130,9 @@ func (d *krrDistiller) Step(ctx context.Context, it int) (float64, error) {
 			return res.Loss, fmt.Errorf("%w: %s iteration %d: a gradient is not finite (%v)", ErrDiverged, d.cfg.Method, it, g.Data[i])
 		}
 	}
+	f := cosineFactor(it, d.cfg.KRR.CosineIters)
+	d.optX.SetLR(d.cfg.LRImg * f)
+	d.optY.SetLR(d.cfg.KRR.LRLabel * f)
 	params, grads := []*tensor.Tensor[float32]{d.x}, []*tensor.Tensor[float32]{res.GradX}
 	if d.cfg.Method == MethodRFAD {
 		params = append(params, d.logTau)

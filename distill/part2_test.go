@@ -4,6 +4,7 @@ import (
 	"context"
 	"math"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -82,6 +83,56 @@ func TestKRRMethodsReduceLoss(t *testing.T) {
 		if (syn.YSoft != nil) != cfg.KRR.LearnLabels {
 			t.Errorf("%s: soft labels %v with label learning %v", cfg.Method, syn.YSoft != nil, cfg.KRR.LearnLabels)
 		}
+	}
+}
+
+// TestKRRCosineDecay: with KRR.CosineIters = T the Adam rates of images
+// and labels follow 0.5·(1 + cos(π·it/T)) and reach zero at iteration T,
+// after which the set no longer moves; without it the rates stay put.
+func TestKRRCosineDecay(t *testing.T) {
+	for _, c := range []struct {
+		it, total int
+		want      float64
+	}{
+		{0, 4, 1}, {1, 4, 0.5 * (1 + math.Sqrt2/2)}, {2, 4, 0.5}, {4, 4, 0}, {9, 4, 0}, {3, 0, 1},
+	} {
+		if got := cosineFactor(c.it, c.total); math.Abs(got-c.want) > 1e-12 {
+			t.Errorf("cosineFactor(%d, %d) = %v, want %v", c.it, c.total, got, c.want)
+		}
+	}
+	train, _ := loadMNIST(t)
+	real := twoClass(train, 30)
+	for _, total := range []int{0, 2} {
+		cfg := Config{Method: MethodKIP, IPC: 1, Seed: 4, KRR: KRRConfig{LearnLabels: true, CosineIters: total}}
+		d, err := New(cfg, "mnist")
+		if err != nil {
+			t.Fatal(err)
+		}
+		k := d.(*krrDistiller)
+		if err := d.Init(context.Background(), real); err != nil {
+			t.Fatal(err)
+		}
+		var x, lab []float32
+		for it := range 4 {
+			x, lab = slices.Clone(k.x.Data), slices.Clone(k.lab.Data)
+			if _, err := d.Step(context.Background(), it); err != nil {
+				t.Fatal(err)
+			}
+			wantLR := d.Config().LRImg * cosineFactor(it, total)
+			if got := k.optX.LearningRate(); math.Abs(got-wantLR) > 1e-15 {
+				t.Errorf("CosineIters %d, iteration %d: image rate %g, want %g", total, it, got, wantLR)
+			}
+			if got, want := k.optY.LearningRate(), d.Config().KRR.LRLabel*cosineFactor(it, total); math.Abs(got-want) > 1e-15 {
+				t.Errorf("CosineIters %d, iteration %d: label rate %g, want %g", total, it, got, want)
+			}
+		}
+		moved := !slices.Equal(x, k.x.Data) || !slices.Equal(lab, k.lab.Data)
+		if moved != (total == 0) {
+			t.Errorf("CosineIters %d: the last step moved the set: %v", total, moved)
+		}
+	}
+	if _, err := New(Config{Method: MethodKIP, IPC: 1, KRR: KRRConfig{CosineIters: -1}}, "mnist"); err == nil || !strings.Contains(err.Error(), "cosine decay length -1") {
+		t.Errorf("negative CosineIters: error %v", err)
 	}
 }
 

@@ -91,6 +91,13 @@ type TrainConfig[T Float] struct {
 	// the reported accuracy counts agreement with each row's largest
 	// target. The dataset's hard labels are not used for the loss.
 	SoftTargets *tensor.Tensor[T]
+	// Mix, if set, mixes each training batch after Augment, as CutMix and
+	// mixup do: it may change the batch x (N, C, H, W; the step's own copy)
+	// in place and returns a permutation perm of the batch and a ratio r,
+	// and the loss becomes r·CE(targets) + (1−r)·CE(targets∘perm), the
+	// cross entropy against the mixed targets. A nil perm leaves the batch
+	// unmixed. The reported accuracy still counts the unmixed labels.
+	Mix func(x *tensor.Tensor[T]) (perm []int, r float64)
 }
 
 // DefaultTrainConfig returns the DC/DSA/DM evaluation settings: SGD with
@@ -185,16 +192,42 @@ func Train[T Float](m Model[T], set Dataset[T], cfg TrainConfig[T], progress fun
 			if cfg.Augment != nil {
 				x = cfg.Augment(tp, x)
 			}
+			var perm []int
+			ratio := 1.0
+			if cfg.Mix != nil {
+				if perm, ratio = cfg.Mix(x.Value); perm != nil && len(perm) != len(idx) {
+					tp.Release()
+					return fmt.Errorf("nn: Train: epoch %d step %d: Mix returned a permutation of %d for a batch of %d", ep, s, len(perm), len(idx))
+				}
+			}
 			ps := Bind(tp, m)
 			logits := m.Forward(x, ps)
-			var loss *ag.Var[T]
+			// lossOf is the batch's cross entropy against the targets of
+			// the samples rows (indices into idx).
+			lossOf := func(rows []int) *ag.Var[T] {
+				if cfg.SoftTargets != nil {
+					src := make([]int, len(rows))
+					for i, r := range rows {
+						src[i] = idx[r]
+					}
+					tb := tp.AllocUninit(len(rows), cfg.SoftTargets.Shape[1])
+					tensor.IndexRows(tb, cfg.SoftTargets, src)
+					return ag.CrossEntropySoft(logits, tp.Const(tb))
+				}
+				y := make([]int, len(rows))
+				for i, r := range rows {
+					y[i] = yb[r]
+				}
+				return ag.CrossEntropy(logits, y)
+			}
+			loss := lossOf(identityRows(len(idx)))
+			if perm != nil {
+				loss = ag.Add(ag.Scale(loss, T(ratio)), ag.Scale(lossOf(perm), T(1-ratio)))
+			}
 			if cfg.SoftTargets != nil {
 				tb := tp.AllocUninit(len(idx), cfg.SoftTargets.Shape[1])
 				tensor.IndexRows(tb, cfg.SoftTargets, idx)
-				loss = ag.CrossEntropySoft(logits, tp.Const(tb))
 				yb = argmaxRows(tb)
-			} else {
-				loss = ag.CrossEntropy(logits, yb)
 			}
 			gs, err := tp.Grad([]*ag.Var[T]{loss}, nil, ps, false)
 			if err != nil {
@@ -231,6 +264,15 @@ func Train[T Float](m Model[T], set Dataset[T], cfg TrainConfig[T], progress fun
 		}
 	}
 	return nil
+}
+
+// identityRows returns 0, 1, …, n−1.
+func identityRows(n int) []int {
+	r := make([]int, n)
+	for i := range r {
+		r[i] = i
+	}
+	return r
 }
 
 // countCorrect returns how many rows of logits (N, K) have their maximum at

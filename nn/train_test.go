@@ -179,3 +179,101 @@ func TestEvaluateLeavesModelAlone(t *testing.T) {
 		t.Error("Evaluate changed the running statistics")
 	}
 }
+
+// TestTrainMix: a Mix hook sees the batch after augmentation, its changes
+// reach the network, and the step's loss is r·CE(targets) +
+// (1−r)·CE(targets∘perm), with hard labels and with soft targets.
+func TestTrainMix(t *testing.T) {
+	const n, r = 16, 0.3
+	x, y := separable(n, 4)
+	set, _ := nn.NewTensorDataset(x, y)
+	soft := tensor.New[float32](n, 4)
+	for i := range n {
+		for k := range 4 {
+			soft.Data[i*4+k] = 0.1
+		}
+		soft.Data[i*4+(y[i]+1)%4] = 0.7
+	}
+	newModel := func() nn.Model[float32] {
+		m, err := nn.NewMLP[float32](nn.MLPConfig{InChannels: 1, Height: 8, Width: 8, Classes: 4, Hidden: []int{8}}, tensor.NewRNG(3, 1))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return m
+	}
+	// rowOf finds a batch image's index in the data set (the images are
+	// distinct: they carry Gaussian noise). Mix zeroes pixel 0 first.
+	rowOf := func(img []float32) int {
+		for i := range n {
+			if slices.Equal(img[1:], x.Data[i*64+1:(i+1)*64]) {
+				return i
+			}
+		}
+		t.Fatal("a batch image is not in the data set")
+		return -1
+	}
+	for _, useSoft := range []bool{false, true} {
+		cfg := nn.DefaultTrainConfig[float32]()
+		cfg.BatchSize, cfg.Seed = n, 9
+		if useSoft {
+			cfg.SoftTargets = soft
+		}
+		var seen *tensor.Tensor[float32]
+		perm := make([]int, n)
+		for i := range perm {
+			perm[i] = n - 1 - i
+		}
+		cfg.Mix = func(b *tensor.Tensor[float32]) ([]int, float64) {
+			for i := range n {
+				b.Data[i*64] = 0
+			}
+			seen = b.Clone()
+			return perm, r
+		}
+		var loss float64
+		if err := nn.Train(newModel(), set, cfg, func(p nn.Progress) { loss = p.Loss }); err != nil {
+			t.Fatal(err)
+		}
+		// The same loss from the untrained model on the batch Mix left.
+		tp := ag.NewTape[float32]()
+		m0 := newModel()
+		logits := m0.Forward(tp.Const(seen), nn.Bind(tp, m0)).Value
+		target := func(i int) []float64 {
+			t := make([]float64, 4)
+			src := rowOf(seen.Data[i*64 : (i+1)*64])
+			if useSoft {
+				for k := range 4 {
+					t[k] = float64(soft.Data[src*4+k])
+				}
+			} else {
+				t[y[src]] = 1
+			}
+			return t
+		}
+		var want float64
+		for i := range n {
+			row := logits.Data[i*4 : (i+1)*4]
+			mx := slices.Max(row)
+			var z float64
+			for _, v := range row {
+				z += math.Exp(float64(v - mx))
+			}
+			ce := func(t []float64) (s float64) {
+				for k, p := range t {
+					s -= p * (float64(row[k]-mx) - math.Log(z))
+				}
+				return s
+			}
+			want += r*ce(target(i)) + (1-r)*ce(target(perm[i]))
+		}
+		want /= n
+		if math.Abs(loss-want) > 1e-5 {
+			t.Errorf("soft %v: mixed loss %.6f, want %.6f", useSoft, loss, want)
+		}
+	}
+	cfg := nn.DefaultTrainConfig[float32]()
+	cfg.Mix = func(*tensor.Tensor[float32]) ([]int, float64) { return []int{0}, 0.5 }
+	if err := nn.Train(newModel(), set, cfg, nil); err == nil || !strings.Contains(err.Error(), "permutation of 1") {
+		t.Errorf("short permutation: %v", err)
+	}
+}

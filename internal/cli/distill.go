@@ -78,6 +78,7 @@ type DistillOptions struct {
 	NNGP        bool
 	KRRReg      float64
 	LearnLabels bool
+	LRCosine    bool
 	RFModels    int
 	RFWidth     int
 	MaxAge      int
@@ -145,7 +146,8 @@ zca.npz beside synthetic.npz) whitens the synthetic and test images again.
 kip, rfad and frepo learn the set by kernel ridge regression (KIP's
 closed-form NTK/NNGP kernels, --kernel fc|conv; RFAD's random-feature NNGP
 with a Platt-scaled loss; FRePo's features of a pool of networks trained
-online), --learn-labels also learns the labels; dd, sldd and ld
+online), --learn-labels also learns the labels and --lr-cosine decays
+their Adam rates over --iters; dd, sldd and ld
 backpropagate through --unroll SGD steps of a fresh network (dd: images and
 step size; sldd: also soft labels; ld: labels only); linba learns
 memory bases and addressing matrices (Deng & Russakovsky) within the float
@@ -177,7 +179,7 @@ A run that diverges stops with an error and keeps its last good checkpoint.`,
 	f.IntVar(&o.Iters, "iters", 0, fmt.Sprintf("iterations of dm, dc and dsa (0: %d)", defaultDistillIters))
 	f.StringVar(&o.Out, "out", "", "output folder (required)")
 	f.IntVar(&o.EvalEvery, "eval-every", 0, "also evaluate every K iterations (0: only at the end)")
-	f.StringSliceVar(&o.EvalModels, "eval-models", []string{"convnet"}, "models to evaluate on the synthetic set, comma-separated ("+strings.Join(nn.ModelNames(), ", ")+"), or krr: kernel ridge regression with the set's kernel (KIP's evaluation; --kernel and its flags, default the fully connected NTK), or unrolled (dd, sldd, ld, linba: fresh --model networks trained by exactly the --unroll full-batch steps at the learned step size, whatever --eval-lr says; DD's evaluation; one step per epoch in report.json)")
+	f.StringSliceVar(&o.EvalModels, "eval-models", []string{"convnet"}, "models to evaluate on the synthetic set, comma-separated ("+strings.Join(nn.ModelNames(), ", ")+"), or krr: kernel ridge regression with the set's kernel (KIP's evaluation; --kernel and its flags, default the fully connected NTK), or unrolled (dd, sldd, ld, linba: fresh --model networks trained by exactly the --unroll full-batch steps at the learned step size, whatever --eval-lr says; DD's evaluation; one step per epoch in report.json), or idc (ConvNets trained by IDC's recipe: 1000 epochs unless --eval-epochs, batch 64, lr ×0.2 at 2/3 and 5/6, CutMix 0.5, DSA without cutout)")
 	f.IntVar(&o.EvalRuns, "eval-runs", 5, "models trained per evaluation (0: no evaluation)")
 	f.IntVar(&o.EvalEpochs, "eval-epochs", 0, "training epochs per evaluation model (0: as the reference code: 1000 on mnist; elsewhere 1000 for dsa, dm, mtt, ftd, tesla, 600 for cafe, 300 for the rest)")
 	f.Float64Var(&o.EvalLR, "eval-lr", 0, "learning rate of the evaluation models (0: the learned step size for mtt/ftd/tesla/dd/sldd/ld, as their reference code evaluates; 0.01 otherwise)")
@@ -216,6 +218,7 @@ A run that diverges stops with an error and keeps its last good checkpoint.`,
 	f.BoolVar(&o.NNGP, "nngp", false, "kip: NNGP kernel instead of the NTK")
 	f.Float64Var(&o.KRRReg, "krr-reg", 0, "kip/rfad/frepo: ridge relative to the mean kernel diagonal (0: 1e-6; rfad 1e-4)")
 	f.BoolVar(&o.LearnLabels, "learn-labels", false, "kip/rfad/frepo: also learn the labels (written as y_soft logits)")
+	f.BoolVar(&o.LRCosine, "lr-cosine", false, "kip/rfad/frepo: decay the Adam rates of images and labels to zero along a half cosine over --iters (default: constant, as KIP's code)")
 	f.IntVar(&o.RFModels, "rf-models", 0, "rfad: random networks per iteration; frepo: pool size (0: 4)")
 	f.IntVar(&o.RFWidth, "rf-width", 0, "rfad: channels of the random networks (0: 64)")
 	f.IntVar(&o.MaxAge, "max-age", 0, "frepo: online steps before a pool network is re-initialised (0: 100)")
@@ -314,8 +317,8 @@ func validateEvalFlags(models []string, runs, epochs int, lr float64, shape []in
 		return usagef("--eval-models is empty")
 	}
 	for _, m := range models {
-		if m == distill.EvalKRR || m == distill.EvalUnrolled {
-			continue // kernel ridge regression and the meta-learning inner loop, not networks
+		if m == distill.EvalKRR || m == distill.EvalUnrolled || m == distill.EvalIDC {
+			continue // kernel ridge regression, the meta-learning inner loop and IDC's ConvNet recipe
 		}
 		if _, err := nn.New[float32](m, shape, classes, tensor.NewRNG(0, 0)); err != nil {
 			return usageError{fmt.Errorf("--eval-models: %w", err)}
@@ -361,12 +364,16 @@ func RunDistill(ctx context.Context, o *DistillOptions, stdout, stderr io.Writer
 	if o.Iters == 0 {
 		o.Iters = defaultDistillIters
 	}
+	idcEpochs := idcEvalEpochs(o.EvalEpochs)
 	if o.EvalEpochs == 0 {
 		o.EvalEpochs = distill.DefaultEvalEpochs(o.Dataset, o.Method)
 	}
 	shape := []int{info.Channels, info.Height, info.Width}
 	if err := validateEvalFlags(o.EvalModels, o.EvalRuns, o.EvalEpochs, o.EvalLR, shape, info.Classes); err != nil {
 		return err
+	}
+	if o.LRCosine && !distill.IsKRRMethod(o.Method) {
+		return usagef("--lr-cosine decays the Adam rates of kip, rfad and frepo; --method %s does not read it", o.Method)
 	}
 	if slices.Contains(o.EvalModels, distill.EvalUnrolled) && !distill.IsMetaMethod(o.Method) {
 		return usagef("--eval-models %s trains networks by the inner loop of dd, sldd, ld and linba; %s has none (use a network such as convnet)", distill.EvalUnrolled, o.Method)
@@ -381,6 +388,11 @@ func RunDistill(ctx context.Context, o *DistillOptions, stdout, stderr io.Writer
 		ZCAReg: o.ZCAReg,
 		KRR: distill.KRRConfig{Kernel: o.Kernel, Depth: o.KernelDepth, NNGP: o.NNGP, Reg: o.KRRReg, LearnLabels: o.LearnLabels,
 			LRLabel: o.LRLabel, Models: o.RFModels, Width: o.RFWidth, MaxAge: o.MaxAge}}
+	if o.LRCosine {
+		// The decay spans the whole run, so a resumed run must ask for the
+		// same --iters: the checkpoint's configuration check enforces it.
+		cfg.KRR.CosineIters = o.Iters
+	}
 	if distill.IsMetaMethod(o.Method) {
 		cfg.Meta = distill.MetaConfig{Steps: o.Unroll, LRInit: o.LRInit, LRLR: o.LRLR, LRLabel: o.LRLabel, Momentum: o.UnrollMom, Segment: o.UnrollSeg,
 			Bases: o.Bases, Formations: o.Formations}
@@ -493,7 +505,11 @@ func RunDistill(ctx context.Context, o *DistillOptions, stdout, stderr io.Writer
 				fmt.Fprintf(stdout, "iteration %d  unrolled  test accuracy %.4f ± %.4f  (%d fresh %s × %d full-batch steps at step size %.4g, the inner loop)\n", it, r.Mean, r.Std, r.Runs, d.Config().Model, r.Epochs, r.LR)
 				continue
 			}
-			r, err := evalModel(ctx, syn, test, zca, m, o.EvalRuns, o.EvalEpochs, lr, o.Seed, o.Quiet, stderr)
+			epochs := o.EvalEpochs
+			if m == distill.EvalIDC {
+				epochs, lr = idcEpochs, o.EvalLR // IDC's recipe, not the learned step size
+			}
+			r, err := evalModel(ctx, syn, test, zca, m, o.EvalRuns, epochs, lr, o.Seed, o.Quiet, stderr)
 			if err != nil {
 				return err
 			}
@@ -612,7 +628,11 @@ func RunDistill(ctx context.Context, o *DistillOptions, stdout, stderr io.Writer
 func evalModel(ctx context.Context, syn *distill.SyntheticSet, test *data.Dataset, zca *distill.ZCA, model string, runs, epochs int, lr float64, seed uint64, quiet bool, stderr io.Writer) (EvalRecord, error) {
 	t0 := time.Now()
 	cfg := distill.DefaultEvalConfig(test.Name)
-	cfg.Model, cfg.Runs, cfg.Epochs, cfg.Seed, cfg.Context, cfg.ZCA = model, runs, epochs, seed, ctx, zca
+	cfg.Model = model
+	if model == distill.EvalIDC {
+		cfg = distill.IDCEvalConfig(test.Name, epochs)
+	}
+	cfg.Runs, cfg.Epochs, cfg.Seed, cfg.Context, cfg.ZCA = runs, epochs, seed, ctx, zca
 	if lr > 0 {
 		cfg.LR = lr
 	}
@@ -631,6 +651,16 @@ func evalModel(ctx context.Context, syn *distill.SyntheticSet, test *data.Datase
 		return EvalRecord{}, err
 	}
 	return EvalRecord{Model: model, Runs: runs, Epochs: epochs, LR: cfg.LR, Mean: mean, Std: std, Accs: accs, WallS: time.Since(t0).Seconds()}, nil
+}
+
+// idcEvalEpochs is the training length of --eval-models idc: --eval-epochs
+// when given (explicit, before the protocol's default fills it), else
+// IDC's own.
+func idcEvalEpochs(explicit int) int {
+	if explicit > 0 {
+		return explicit
+	}
+	return distill.IDCEvalEpochs
 }
 
 // evalUnrolled evaluates syn by the meta-learning methods' own protocol:

@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"encoding/json"
 	"os"
 	"path/filepath"
 	"strings"
@@ -113,5 +114,54 @@ func TestDistillUnrolledEvaluation(t *testing.T) {
 	e := &EvalOptions{Synthetic: filepath.Join(dir, "synthetic.npz"), Dataset: "mnist", EvalModels: []string{"unrolled"}, EvalRuns: 1}
 	if err := RunEval(t.Context(), e, &strings.Builder{}, &strings.Builder{}); err == nil || !strings.Contains(err.Error(), "fedsim distill") {
 		t.Errorf("fedsim eval --eval-models unrolled: %v, want a usage error pointing to fedsim distill", err)
+	}
+}
+
+// TestDistillLRCosine: --lr-cosine spans --iters (recorded in report.json),
+// a resumed run must keep --iters (the decay would change), and methods
+// without Adam-rate decay refuse the flag.
+func TestDistillLRCosine(t *testing.T) {
+	dir := t.TempDir()
+	o := tinyDistill("kip", dir)
+	o.LRCosine, o.EvalRuns = true, 0
+	runDistillOrSkip(t, o)
+	if rep := readDistillReport(t, dir); rep.Config.KRR.CosineIters != o.Iters {
+		t.Fatalf("report.json cosine_iters %d, want --iters %d", rep.Config.KRR.CosineIters, o.Iters)
+	}
+	o.Iters, o.Resume = o.Iters+1, true
+	if err := RunDistill(t.Context(), o, &strings.Builder{}, &strings.Builder{}); err == nil || !strings.Contains(err.Error(), "cosine_iters") {
+		t.Errorf("resume with another --iters under --lr-cosine: %v, want an error naming cosine_iters", err)
+	}
+	d := tinyDistill("dm", t.TempDir())
+	d.LRCosine = true
+	if err := RunDistill(t.Context(), d, &strings.Builder{}, &strings.Builder{}); err == nil || !strings.Contains(err.Error(), "--lr-cosine") {
+		t.Errorf("dm with --lr-cosine: %v, want a usage error naming the flag", err)
+	}
+}
+
+// TestIDCRecipeEvaluation: --eval-models idc trains ConvNets by IDC's
+// recipe, in fedsim distill (whatever the method; --eval-epochs shortens
+// it) and in fedsim eval, and report.json records it at IDC's rate.
+func TestIDCRecipeEvaluation(t *testing.T) {
+	dir := t.TempDir()
+	o := tinyDistill("random", dir)
+	o.EvalModels, o.EvalRuns, o.EvalEpochs = []string{"idc"}, 1, 2
+	out := runDistillOrSkip(t, o)
+	if !strings.Contains(out, "idc  test accuracy") {
+		t.Fatalf("stdout %q has no idc evaluation", out)
+	}
+	rep := readDistillReport(t, dir)
+	if len(rep.Evals) != 1 || rep.Evals[0].Model != "idc" || rep.Evals[0].Epochs != 2 || rep.Evals[0].LR != 0.01 || len(rep.Evals[0].Accs) != 1 {
+		t.Fatalf("evaluations %+v: want one idc record of 1 run × 2 epochs at 0.01", rep.Evals)
+	}
+	e := &EvalOptions{Synthetic: filepath.Join(dir, "synthetic.npz"), Dataset: "mnist", EvalModels: []string{"idc"}, EvalRuns: 1,
+		EvalEpochs: 1, TestLimit: 200, JSON: true, Quiet: true}
+	var stdout strings.Builder
+	if err := RunEval(t.Context(), e, &stdout, &strings.Builder{}); err != nil {
+		t.Fatal(err)
+	}
+	var er EvalReport
+	if err := json.Unmarshal([]byte(stdout.String()), &er); err != nil || len(er.Evals) != 1 || er.Evals[0].Model != "idc" || er.Evals[0].Epochs != 1 {
+		t.Fatalf("fedsim eval --eval-models idc: %s (%v)", stdout.String(), err)
 	}
 }

@@ -72,7 +72,7 @@ the file (or --zca PATH; --zca none turns it off).`,
 	f.StringVar(&o.Synthetic, "synthetic", "", "the synthetic set (a synthetic.npz written by fedsim distill, or any file with the same arrays)")
 	f.StringVar(&o.Dataset, "dataset", "", "data set whose test split to use (default: recognised from the file's mean and std)")
 	f.StringVar(&o.DataDir, "data-dir", "", "folder with the data set's files (overrides the built-in locations)")
-	f.StringSliceVar(&o.EvalModels, "eval-models", []string{"convnet"}, "models to train, comma-separated")
+	f.StringSliceVar(&o.EvalModels, "eval-models", []string{"convnet"}, "models to train, comma-separated (network names, or idc: ConvNets trained by IDC's recipe: 1000 epochs unless --eval-epochs, batch 64, lr ×0.2 at 2/3 and 5/6, CutMix 0.5, DSA without cutout)")
 	f.IntVar(&o.EvalRuns, "eval-runs", 5, "models trained per architecture")
 	f.IntVar(&o.EvalEpochs, "eval-epochs", 0, "training epochs per model (0: 1000 for mnist, 300 otherwise, as DC; the reference code of dsa, dm, mtt, ftd and tesla trains 1000, of cafe 600)")
 	f.Float64Var(&o.EvalLR, "eval-lr", 0, "learning rate of the models (0: 0.01; for mtt/ftd/tesla sets, report.json's learned_step_size evaluates as their reference code does)")
@@ -137,6 +137,7 @@ func RunEval(ctx context.Context, o *EvalOptions, stdout, stderr io.Writer) erro
 	if err := syn.Validate(); err != nil {
 		return usageError{fmt.Errorf("%s does not fit %s: %w", o.Synthetic, o.Dataset, err)}
 	}
+	idcEpochs := idcEvalEpochs(o.EvalEpochs)
 	if o.EvalEpochs == 0 {
 		o.EvalEpochs = distill.DefaultEvalEpochs(o.Dataset, "")
 	}
@@ -184,7 +185,11 @@ func RunEval(ctx context.Context, o *EvalOptions, stdout, stderr io.Writer) erro
 		}
 	}
 	for _, m := range o.EvalModels {
-		r, err := evalModel(ctx, syn, test, zca, m, o.EvalRuns, o.EvalEpochs, o.EvalLR, o.Seed, o.Quiet || o.JSON && !isTerminal(stderr), stderr)
+		epochs := o.EvalEpochs
+		if m == distill.EvalIDC {
+			epochs = idcEpochs
+		}
+		r, err := evalModel(ctx, syn, test, zca, m, o.EvalRuns, epochs, o.EvalLR, o.Seed, o.Quiet || o.JSON && !isTerminal(stderr), stderr)
 		if err != nil {
 			return err
 		}
