@@ -47,6 +47,20 @@ func fixedKRRLoss(t *testing.T, d *krrDistiller) float64 {
 	return res.Loss
 }
 
+// initKRR builds the kernel-method distiller of cfg for MNIST and
+// initialises it on real.
+func initKRR(t *testing.T, cfg Config, real *data.Dataset) *krrDistiller {
+	t.Helper()
+	d, err := New(cfg, "mnist")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Init(context.Background(), real); err != nil {
+		t.Fatal(err)
+	}
+	return d.(*krrDistiller)
+}
+
 func TestKRRMethodsReduceLoss(t *testing.T) {
 	train, _ := loadMNIST(t)
 	real := twoClass(train, 100)
@@ -57,14 +71,8 @@ func TestKRRMethodsReduceLoss(t *testing.T) {
 		{Method: MethodFRePo, Model: "convnet-w16", KRR: KRRConfig{Models: 2, MaxAge: 5}},
 	} {
 		cfg.IPC, cfg.Seed = 2, 7
-		d, err := New(cfg, "mnist")
-		if err != nil {
-			t.Fatal(err)
-		}
-		k := d.(*krrDistiller)
-		if err := d.Init(context.Background(), real); err != nil {
-			t.Fatal(err)
-		}
+		k := initKRR(t, cfg, real)
+		d := Distiller(k)
 		before := fixedKRRLoss(t, k)
 		for it := range 15 {
 			if _, err := d.Step(context.Background(), it); err != nil {
@@ -103,15 +111,8 @@ func TestKRRCosineDecay(t *testing.T) {
 	train, _ := loadMNIST(t)
 	real := twoClass(train, 30)
 	for _, total := range []int{0, 2} {
-		cfg := Config{Method: MethodKIP, IPC: 1, Seed: 4, KRR: KRRConfig{LearnLabels: true, CosineIters: total}}
-		d, err := New(cfg, "mnist")
-		if err != nil {
-			t.Fatal(err)
-		}
-		k := d.(*krrDistiller)
-		if err := d.Init(context.Background(), real); err != nil {
-			t.Fatal(err)
-		}
+		k := initKRR(t, Config{Method: MethodKIP, IPC: 1, Seed: 4, KRR: KRRConfig{LearnLabels: true, CosineIters: total}}, real)
+		d := Distiller(k)
 		var x, lab []float32
 		for it := range 4 {
 			x, lab = slices.Clone(k.x.Data), slices.Clone(k.lab.Data)
