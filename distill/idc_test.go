@@ -344,13 +344,7 @@ func tinyIDC(seed uint64) Config {
 
 func runIDC(t *testing.T, cfg Config, real *data.Dataset, from, to int, ck *Checkpoint) Distiller {
 	t.Helper()
-	d, err := New(cfg, "mnist")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := d.Init(context.Background(), real); err != nil {
-		t.Fatal(err)
-	}
+	d := newInitialized(t, cfg, real)
 	if ck != nil {
 		if err := d.Restore(ck); err != nil {
 			t.Fatal(err)

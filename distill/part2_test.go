@@ -47,9 +47,9 @@ func fixedKRRLoss(t *testing.T, d *krrDistiller) float64 {
 	return res.Loss
 }
 
-// initKRR builds the kernel-method distiller of cfg for MNIST and
-// initialises it on real.
-func initKRR(t *testing.T, cfg Config, real *data.Dataset) *krrDistiller {
+// newInitialized builds the distiller of cfg for MNIST and initialises
+// it on real.
+func newInitialized(t *testing.T, cfg Config, real *data.Dataset) Distiller {
 	t.Helper()
 	d, err := New(cfg, "mnist")
 	if err != nil {
@@ -58,7 +58,13 @@ func initKRR(t *testing.T, cfg Config, real *data.Dataset) *krrDistiller {
 	if err := d.Init(context.Background(), real); err != nil {
 		t.Fatal(err)
 	}
-	return d.(*krrDistiller)
+	return d
+}
+
+// initKRR is newInitialized for the kernel methods.
+func initKRR(t *testing.T, cfg Config, real *data.Dataset) *krrDistiller {
+	t.Helper()
+	return newInitialized(t, cfg, real).(*krrDistiller)
 }
 
 func TestKRRMethodsReduceLoss(t *testing.T) {

@@ -202,32 +202,29 @@ func Train[T Float](m Model[T], set Dataset[T], cfg TrainConfig[T], progress fun
 			}
 			ps := Bind(tp, m)
 			logits := m.Forward(x, ps)
-			// lossOf is the batch's cross entropy against the targets of
-			// the samples rows (indices into idx).
-			lossOf := func(rows []int) *ag.Var[T] {
-				if cfg.SoftTargets != nil {
-					src := make([]int, len(rows))
-					for i, r := range rows {
-						src[i] = idx[r]
-					}
-					tb := tp.AllocUninit(len(rows), cfg.SoftTargets.Shape[1])
-					tensor.IndexRows(tb, cfg.SoftTargets, src)
-					return ag.CrossEntropySoft(logits, tp.Const(tb))
-				}
-				y := make([]int, len(rows))
-				for i, r := range rows {
-					y[i] = yb[r]
-				}
-				return ag.CrossEntropy(logits, y)
-			}
-			loss := lossOf(identityRows(len(idx)))
-			if perm != nil {
-				loss = ag.Add(ag.Scale(loss, T(ratio)), ag.Scale(lossOf(perm), T(1-ratio)))
-			}
+			// The batch's targets: its soft rows, or its labels; the loss
+			// is the cross entropy against them, mixed with the targets
+			// of perm when Mix asked for it.
+			var loss *ag.Var[T]
 			if cfg.SoftTargets != nil {
 				tb := tp.AllocUninit(len(idx), cfg.SoftTargets.Shape[1])
 				tensor.IndexRows(tb, cfg.SoftTargets, idx)
+				loss = ag.CrossEntropySoft(logits, tp.Const(tb))
+				if perm != nil {
+					tm := tp.AllocUninit(len(idx), cfg.SoftTargets.Shape[1])
+					tensor.IndexRows(tm, tb, perm)
+					loss = ag.Add(ag.Scale(loss, T(ratio)), ag.Scale(ag.CrossEntropySoft(logits, tp.Const(tm)), T(1-ratio)))
+				}
 				yb = argmaxRows(tb)
+			} else {
+				loss = ag.CrossEntropy(logits, yb)
+				if perm != nil {
+					ym := make([]int, len(yb))
+					for i, j := range perm {
+						ym[i] = yb[j]
+					}
+					loss = ag.Add(ag.Scale(loss, T(ratio)), ag.Scale(ag.CrossEntropy(logits, ym), T(1-ratio)))
+				}
 			}
 			gs, err := tp.Grad([]*ag.Var[T]{loss}, nil, ps, false)
 			if err != nil {
@@ -264,15 +261,6 @@ func Train[T Float](m Model[T], set Dataset[T], cfg TrainConfig[T], progress fun
 		}
 	}
 	return nil
-}
-
-// identityRows returns 0, 1, …, n−1.
-func identityRows(n int) []int {
-	r := make([]int, n)
-	for i := range r {
-		r[i] = i
-	}
-	return r
 }
 
 // countCorrect returns how many rows of logits (N, K) have their maximum at
