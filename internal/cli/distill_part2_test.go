@@ -164,4 +164,37 @@ func TestIDCRecipeEvaluation(t *testing.T) {
 	if err := json.Unmarshal([]byte(stdout.String()), &er); err != nil || len(er.Evals) != 1 || er.Evals[0].Model != "idc" || er.Evals[0].Epochs != 1 {
 		t.Fatalf("fedsim eval --eval-models idc: %s (%v)", stdout.String(), err)
 	}
+	e.JSON = false
+	stdout.Reset()
+	if err := RunEval(t.Context(), e, &stdout, &strings.Builder{}); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(stdout.String(), "each of idc (1 epochs)") {
+		t.Fatalf("fedsim eval's plan line does not give idc's epochs: %q", stdout.String())
+	}
+}
+
+// TestEvalEpochs checks that fedsim eval announces and trains each model
+// for its own length: IDC's recipe is 1000 epochs whatever the data set's
+// default for the other networks.
+func TestEvalEpochs(t *testing.T) {
+	for _, c := range []struct {
+		model    string
+		explicit int
+		dataset  string
+		want     int
+	}{
+		{"idc", 0, "fmnist", distill.IDCEvalEpochs},
+		{"convnet", 0, "fmnist", distill.DefaultEvalEpochs("fmnist", "")},
+		{"convnet", 0, "mnist", distill.DefaultEvalEpochs("mnist", "")},
+		{"idc", 7, "fmnist", 7},
+		{"mlp", 7, "mnist", 7},
+	} {
+		if got := evalEpochs(c.model, c.explicit, c.dataset); got != c.want {
+			t.Errorf("evalEpochs(%s, %d, %s) = %d, want %d", c.model, c.explicit, c.dataset, got, c.want)
+		}
+	}
+	if distill.IDCEvalEpochs == distill.DefaultEvalEpochs("fmnist", "") {
+		t.Fatal("the test cannot tell IDC's length from the default")
+	}
 }

@@ -137,10 +137,6 @@ func RunEval(ctx context.Context, o *EvalOptions, stdout, stderr io.Writer) erro
 	if err := syn.Validate(); err != nil {
 		return usageError{fmt.Errorf("%s does not fit %s: %w", o.Synthetic, o.Dataset, err)}
 	}
-	idcEpochs := idcEvalEpochs(o.EvalEpochs)
-	if o.EvalEpochs == 0 {
-		o.EvalEpochs = distill.DefaultEvalEpochs(o.Dataset, "")
-	}
 	for _, m := range o.EvalModels {
 		if m == distill.EvalKRR || m == distill.EvalUnrolled {
 			return usagef("--eval-models %s needs the settings the set was distilled with: use it with fedsim distill (here, name networks such as convnet)", m)
@@ -177,19 +173,20 @@ func RunEval(ctx context.Context, o *EvalOptions, stdout, stderr io.Writer) erro
 		zcaPath = ""
 	}
 	rep := EvalReport{Synthetic: o.Synthetic, Dataset: o.Dataset, Images: syn.Len(), PerClass: syn.PerClass(), TestImages: test.Len(), ZCA: zcaPath, Seed: o.Seed}
+	epochsOf := func(model string) int { return evalEpochs(model, o.EvalEpochs, o.Dataset) }
 	if !o.JSON {
-		fmt.Fprintf(stdout, "evaluating %s (%d images, per class %v) on %s: %d models × %d epochs each of %s\n",
-			o.Synthetic, syn.Len(), syn.PerClass(), o.Dataset, o.EvalRuns, o.EvalEpochs, strings.Join(o.EvalModels, ", "))
+		plan := make([]string, len(o.EvalModels))
+		for i, m := range o.EvalModels {
+			plan[i] = fmt.Sprintf("%s (%d epochs)", m, epochsOf(m))
+		}
+		fmt.Fprintf(stdout, "evaluating %s (%d images, per class %v) on %s: %d models each of %s\n",
+			o.Synthetic, syn.Len(), syn.PerClass(), o.Dataset, o.EvalRuns, strings.Join(plan, ", "))
 		if zca != nil {
 			fmt.Fprintf(stdout, "in ZCA space (%s, ε = %g)\n", zcaPath, zca.Eps)
 		}
 	}
 	for _, m := range o.EvalModels {
-		epochs := o.EvalEpochs
-		if m == distill.EvalIDC {
-			epochs = idcEpochs
-		}
-		r, err := evalModel(ctx, syn, test, zca, m, o.EvalRuns, epochs, o.EvalLR, o.Seed, o.Quiet || o.JSON && !isTerminal(stderr), stderr)
+		r, err := evalModel(ctx, syn, test, zca, m, o.EvalRuns, epochsOf(m), o.EvalLR, o.Seed, o.Quiet || o.JSON && !isTerminal(stderr), stderr)
 		if err != nil {
 			return err
 		}
@@ -215,4 +212,17 @@ func roundAll(v []float64) []float64 {
 func fileExists(path string) bool {
 	_, err := os.Stat(path)
 	return err == nil
+}
+
+// evalEpochs returns the epochs each network of model trains for in
+// fedsim eval: explicit if set, else IDC's recipe length for idc and the
+// data set's default for the others (eval does not know the set's method).
+func evalEpochs(model string, explicit int, dataset string) int {
+	if model == distill.EvalIDC {
+		return idcEvalEpochs(explicit)
+	}
+	if explicit > 0 {
+		return explicit
+	}
+	return distill.DefaultEvalEpochs(dataset, "")
 }
