@@ -11,6 +11,7 @@ import (
 	"sync"
 	"testing"
 
+	ag "github.com/fedsim/fedsim/autograd"
 	"github.com/fedsim/fedsim/data"
 	"github.com/fedsim/fedsim/internal/npz"
 	"github.com/fedsim/fedsim/nn"
@@ -538,5 +539,56 @@ func TestDefaultEvalEpochs(t *testing.T) {
 		if got := DefaultEvalEpochs(c.dataset, c.method); got != c.want {
 			t.Errorf("DefaultEvalEpochs(%q, %q) = %d, want %d", c.dataset, c.method, got, c.want)
 		}
+	}
+}
+
+// realGradients computes only the gradients the distance reads: the
+// one-dimensional parameters' entries are nil and the others equal the
+// full backward pass's.
+func TestRealGradientsSkipUnmatched(t *testing.T) {
+	rng := tensor.NewRNG(9, 0)
+	m, err := nn.NewConvNet[float64](nn.ConvNetConfig{InChannels: 1, Height: 8, Width: 8, Classes: 2, NetWidth: 3, Depth: 2}, rng)
+	if err != nil {
+		t.Fatal(err)
+	}
+	real := tensor.New[float64](4, 1, 8, 8)
+	tensor.FillNormal(rng, real, 0, 1)
+	y := []int{0, 1, 1, 0}
+	tp := ag.NewTape[float64]()
+	defer tp.Release()
+	ps := nn.Bind(tp, m)
+	full, err := tp.Grad([]*ag.Var[float64]{ag.CrossEntropy(m.Forward(tp.Const(real), ps), y)}, nil, ps, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := make([]*tensor.Tensor[float64], len(full))
+	for i, g := range full {
+		want[i] = g.Value.Clone()
+	}
+	tp.Release()
+	got, err := realGradients(tp, m, real, y, nil, layerwiseMatched)
+	if err != nil {
+		t.Fatal(err)
+	}
+	skipped := 0
+	for i, p := range m.Params() {
+		switch {
+		case len(p.Shape) < 2:
+			if got[i] != nil {
+				t.Errorf("parameter %d %v: gradient computed, want skipped", i, p.Shape)
+			}
+			skipped++
+		case got[i] == nil:
+			t.Errorf("parameter %d %v: gradient skipped", i, p.Shape)
+		default:
+			for j, v := range got[i].Data {
+				if v != want[i].Data[j] {
+					t.Fatalf("parameter %d %v entry %d: %g, want %g", i, p.Shape, j, v, want[i].Data[j])
+				}
+			}
+		}
+	}
+	if skipped == 0 {
+		t.Fatal("the ConvNet has no one-dimensional parameter: the test checks nothing")
 	}
 }

@@ -141,32 +141,61 @@ func (g *gm) classSumLoss(ctx context.Context, m nn.Model[float32], rng *tensor.
 func GradMatchLoss[T tensor.Float](m nn.Model[T], real *tensor.Tensor[T], realY []int, syn *tensor.Tensor[T], synY []int, aug *data.Augmentation, match MatchConfig, grad *tensor.Tensor[T]) (float64, error) {
 	tp := ag.NewTape[T]()
 	defer tp.Release()
-	target, err := realGradients(tp, m, real, realY, aug)
+	target, err := realGradients(tp, m, real, realY, aug, layerwiseMatched)
 	if err != nil {
 		return 0, err
 	}
 	return gmMatch(tp, m, target, syn, synY, aug, match, grad)
 }
 
+// layerwiseMatched reports whether the DC distances (eq. 23 and 26) read
+// a parameter of this shape: one-dimensional ones (biases, norm scales)
+// contribute nothing, so their gradients need not be computed.
+func layerwiseMatched(shape []int) bool { return len(shape) >= 2 }
+
 // realGradients returns the gradient of m's cross entropy on the
-// (augmented) real batch with respect to its parameters, computed on tp
-// without a graph and cloned, and releases tp for the synthetic side.
-func realGradients[T tensor.Float](tp *ag.Tape[T], m nn.Model[T], real *tensor.Tensor[T], realY []int, aug *data.Augmentation) ([]*tensor.Tensor[T], error) {
+// (augmented) real batch with respect to the parameters whose shape
+// matched accepts, computed on tp without a graph and cloned, and releases
+// tp for the synthetic side. The other parameters are bound as constants,
+// so the backward pass skips their gradients (a conv bias's is a sum over
+// every output pixel of the batch), and their entries are nil.
+func realGradients[T tensor.Float](tp *ag.Tape[T], m nn.Model[T], real *tensor.Tensor[T], realY []int, aug *data.Augmentation, matched func(shape []int) bool) ([]*tensor.Tensor[T], error) {
 	xr := tp.Const(real)
 	if aug != nil {
 		xr = data.Apply(aug, xr)
 	}
-	ps := nn.Bind(tp, m)
-	gr, err := tp.Grad([]*ag.Var[T]{ag.CrossEntropy(m.Forward(xr, ps), realY)}, nil, ps, false)
+	params := m.Params()
+	ps, wrt := bindSome(tp, m, func(i int) bool { return matched(params[i].Shape) })
+	gr, err := tp.Grad([]*ag.Var[T]{ag.CrossEntropy(m.Forward(xr, ps), realY)}, nil, wrt, false)
 	if err != nil {
 		return nil, err
 	}
-	target := make([]*tensor.Tensor[T], len(gr))
-	for i, g := range gr {
-		target[i] = g.Value.Clone()
+	target := make([]*tensor.Tensor[T], len(ps))
+	k := 0
+	for i, p := range ps {
+		if p.RequiresGrad() {
+			target[i] = gr[k].Value.Clone()
+			k++
+		}
 	}
 	tp.Release()
 	return target, nil
+}
+
+// bindSome binds m's parameters on tp: those whose index keep accepts as
+// parameters (also returned in order as wrt), the others as constants.
+func bindSome[T tensor.Float](tp *ag.Tape[T], m nn.Model[T], keep func(i int) bool) (ps, wrt []*ag.Var[T]) {
+	params := m.Params()
+	ps = make([]*ag.Var[T], len(params))
+	for i, p := range params {
+		if keep(i) {
+			ps[i] = tp.Param(p)
+			wrt = append(wrt, ps[i])
+		} else {
+			ps[i] = tp.Const(p)
+		}
+	}
+	return ps, wrt
 }
 
 // gmMatch is GradMatchLoss's synthetic half: the distance between the
@@ -180,14 +209,21 @@ func gmMatch[T tensor.Float](tp *ag.Tape[T], m nn.Model[T], target []*tensor.Ten
 	if aug != nil {
 		x = data.Apply(aug, x)
 	}
-	ps := nn.Bind(tp, m)
-	gS, err := tp.Grad([]*ag.Var[T]{ag.CrossEntropy(m.Forward(x, ps), synY)}, nil, ps, true)
+	// Parameters without a target (see realGradients) are constants here
+	// too: the distances ignore them.
+	if n := len(m.Params()); len(target) != n {
+		return 0, fmt.Errorf("distill: %d target gradients for a network of %d parameters", len(target), n)
+	}
+	ps, wrt := bindSome(tp, m, func(i int) bool { return target[i] != nil })
+	gT := make([]*ag.Var[T], 0, len(wrt))
+	for _, t := range target {
+		if t != nil {
+			gT = append(gT, tp.Const(t))
+		}
+	}
+	gS, err := tp.Grad([]*ag.Var[T]{ag.CrossEntropy(m.Forward(x, ps), synY)}, nil, wrt, true)
 	if err != nil {
 		return 0, err
-	}
-	gT := make([]*ag.Var[T], len(target))
-	for i, t := range target {
-		gT[i] = tp.Const(t)
 	}
 	dist, err := gradDistance(match, gS, gT)
 	if err != nil {

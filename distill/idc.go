@@ -494,14 +494,9 @@ func IDCGradMatchLoss[T tensor.Float](m nn.Model[T], real *tensor.Tensor[T], rea
 	}
 	tp := ag.NewTape[T]()
 	defer tp.Release()
-	target, err := realGradients(tp, m, real, realY, aug)
+	target, err := realGradients(tp, m, real, realY, aug, func(shape []int) bool { return idcMatched(shape, matchFC) })
 	if err != nil {
 		return 0, err
-	}
-	for i, g := range target {
-		if !idcMatched(g.Shape, matchFC) {
-			target[i] = nil
-		}
 	}
 
 	xs := tp.Param(syn)

@@ -4,6 +4,7 @@ import (
 	"fmt"
 
 	"github.com/fedsim/fedsim/internal/parallel"
+	"github.com/fedsim/fedsim/tensor/internal/vec"
 )
 
 // BroadcastShape returns the NumPy broadcast of shapes a and b.
@@ -227,16 +228,9 @@ func SumTo[T Float](dst, src *Tensor[T]) {
 			}
 			row := src.Data[r*inner : (r+1)*inner]
 			if sd == 0 {
-				var s T
-				for _, v := range row {
-					s += v
-				}
-				out[off] += s
+				out[off] += sumRow(row)
 			} else {
-				o := out[off : off+inner]
-				for i, v := range row {
-					o[i] += v
-				}
+				addRun(out[off:off+inner], row)
 			}
 		}
 	}
@@ -294,4 +288,20 @@ func BroadcastTo[T Float](dst, src *Tensor[T]) {
 			}
 		}
 	})
+}
+
+// sumRow returns the sum of row: for float32 in SIMD with a float64
+// accumulator (vec.SumSqShift), since a serial float32 loop is bound by
+// the latency of its one dependent add (a conv bias gradient sums every
+// output pixel this way).
+func sumRow[T Float](row []T) T {
+	if r, ok := any(row).([]float32); ok {
+		s, _ := vec.SumSqShift(r, 0)
+		return T(s)
+	}
+	var s T
+	for _, v := range row {
+		s += v
+	}
+	return s
 }

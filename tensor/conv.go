@@ -292,8 +292,17 @@ func Conv2DTranspose[T Float](dst, g, w *Tensor[T], p ConvParams) {
 		panic(fmt.Sprintf("tensor: Conv2DTranspose needs rank-4 tensors, got gradient %v, weights %v, destination %v", g.Shape, w.Shape, dst.Shape))
 	}
 	geo := newConvGeom("Conv2DTranspose", dst.Shape, w.Shape, g.Shape, p)
-	ckk, ohw, chw := geo.ckk(), geo.ohw(), geo.chw()
+	ckk, ohw, chw, nf := geo.ckk(), geo.ohw(), geo.chw(), geo.f
 	direct := geo.pointwise()
+	// wᵀ once for the batch: a transposed operand would be transposed
+	// again while packing every image's GEMM.
+	wt := GetUninit[T](ckk * nf)
+	defer Put(wt)
+	for f := 0; f < nf; f++ {
+		for k, v := range w.Data[f*ckk : (f+1)*ckk] {
+			wt.Data[k*nf+f] = v
+		}
+	}
 	parallel.For(geo.n, batchGrain(geo.n), func(lo, hi int) {
 		var col *Tensor[T]
 		if !direct {
@@ -301,13 +310,13 @@ func Conv2DTranspose[T Float](dst, g, w *Tensor[T], p ConvParams) {
 			defer Put(col)
 		}
 		for n := lo; n < hi; n++ {
-			gn := g.Data[n*geo.f*ohw : (n+1)*geo.f*ohw]
+			gn := g.Data[n*nf*ohw : (n+1)*nf*ohw]
 			out := dst.Data[n*chw : (n+1)*chw]
 			if direct {
-				Gemm(true, false, ckk, ohw, geo.f, 1, w.Data, ckk, gn, ohw, 0, out, ohw)
+				Gemm(false, false, ckk, ohw, nf, 1, wt.Data, nf, gn, ohw, 0, out, ohw)
 				continue
 			}
-			Gemm(true, false, ckk, ohw, geo.f, 1, w.Data, ckk, gn, ohw, 0, col.Data, ohw)
+			Gemm(false, false, ckk, ohw, nf, 1, wt.Data, nf, gn, ohw, 0, col.Data, ohw)
 			col2im(out, col.Data, geo)
 		}
 	})

@@ -297,6 +297,7 @@ type convBench struct {
 
 var convBenches = []convBench{
 	{"L2_256x128x16x16_k3p1", 256, 128, 16, 16, 128, 3, 3, ConvParams{1, 1, 1, 1}},
+	{"L3_256x128x8x8_k3p1", 256, 128, 8, 8, 128, 3, 3, ConvParams{1, 1, 1, 1}},
 	{"L1_256x1x28x28_k3p3", 256, 1, 28, 28, 128, 3, 3, ConvParams{1, 1, 3, 3}},
 	{"L1_256x3x32x32_k3p1", 256, 3, 32, 32, 128, 3, 3, ConvParams{1, 1, 1, 1}},
 }
