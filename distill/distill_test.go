@@ -546,14 +546,7 @@ func TestDefaultEvalEpochs(t *testing.T) {
 // one-dimensional parameters' entries are nil and the others equal the
 // full backward pass's.
 func TestRealGradientsSkipUnmatched(t *testing.T) {
-	rng := tensor.NewRNG(9, 0)
-	m, err := nn.NewConvNet[float64](nn.ConvNetConfig{InChannels: 1, Height: 8, Width: 8, Classes: 2, NetWidth: 3, Depth: 2}, rng)
-	if err != nil {
-		t.Fatal(err)
-	}
-	real := tensor.New[float64](4, 1, 8, 8)
-	tensor.FillNormal(rng, real, 0, 1)
-	y := []int{0, 1, 1, 0}
+	m, real, y := tinyConvNet64(t, 9), randn64(9, 4, 1, 8, 8), []int{0, 1, 1, 0}
 	tp := ag.NewTape[float64]()
 	defer tp.Release()
 	ps := nn.Bind(tp, m)
