@@ -205,7 +205,7 @@ func Train[T Float](m Model[T], set Dataset[T], cfg TrainConfig[T], progress fun
 			// The batch's targets: its soft rows, or its labels; the loss
 			// is the cross entropy against them, mixed with the targets
 			// of perm when Mix asked for it.
-			var loss *ag.Var[T]
+			var loss, mixed *ag.Var[T]
 			if cfg.SoftTargets != nil {
 				tb := tp.AllocUninit(len(idx), cfg.SoftTargets.Shape[1])
 				tensor.IndexRows(tb, cfg.SoftTargets, idx)
@@ -213,7 +213,7 @@ func Train[T Float](m Model[T], set Dataset[T], cfg TrainConfig[T], progress fun
 				if perm != nil {
 					tm := tp.AllocUninit(len(idx), cfg.SoftTargets.Shape[1])
 					tensor.IndexRows(tm, tb, perm)
-					loss = ag.Add(ag.Scale(loss, T(ratio)), ag.Scale(ag.CrossEntropySoft(logits, tp.Const(tm)), T(1-ratio)))
+					mixed = ag.CrossEntropySoft(logits, tp.Const(tm))
 				}
 				yb = argmaxRows(tb)
 			} else {
@@ -223,8 +223,11 @@ func Train[T Float](m Model[T], set Dataset[T], cfg TrainConfig[T], progress fun
 					for i, j := range perm {
 						ym[i] = yb[j]
 					}
-					loss = ag.Add(ag.Scale(loss, T(ratio)), ag.Scale(ag.CrossEntropy(logits, ym), T(1-ratio)))
+					mixed = ag.CrossEntropy(logits, ym)
 				}
+			}
+			if mixed != nil {
+				loss = ag.Add(ag.Scale(loss, T(ratio)), ag.Scale(mixed, T(1-ratio)))
 			}
 			gs, err := tp.Grad([]*ag.Var[T]{loss}, nil, ps, false)
 			if err != nil {

@@ -298,11 +298,7 @@ func Conv2DTranspose[T Float](dst, g, w *Tensor[T], p ConvParams) {
 	// again while packing every image's GEMM.
 	wt := GetUninit[T](ckk * nf)
 	defer Put(wt)
-	for f := 0; f < nf; f++ {
-		for k, v := range w.Data[f*ckk : (f+1)*ckk] {
-			wt.Data[k*nf+f] = v
-		}
-	}
+	Permute(&Tensor[T]{Shape: []int{ckk, nf}, Data: wt.Data}, &Tensor[T]{Shape: []int{nf, ckk}, Data: w.Data}, []int{1, 0})
 	parallel.For(geo.n, batchGrain(geo.n), func(lo, hi int) {
 		var col *Tensor[T]
 		if !direct {

@@ -364,7 +364,7 @@ func RunDistill(ctx context.Context, o *DistillOptions, stdout, stderr io.Writer
 	if o.Iters == 0 {
 		o.Iters = defaultDistillIters
 	}
-	idcEpochs := idcEvalEpochs(o.EvalEpochs)
+	explicitEvalEpochs := o.EvalEpochs
 	if o.EvalEpochs == 0 {
 		o.EvalEpochs = distill.DefaultEvalEpochs(o.Dataset, o.Method)
 	}
@@ -505,10 +505,10 @@ func RunDistill(ctx context.Context, o *DistillOptions, stdout, stderr io.Writer
 				fmt.Fprintf(stdout, "iteration %d  unrolled  test accuracy %.4f ± %.4f  (%d fresh %s × %d full-batch steps at step size %.4g, the inner loop)\n", it, r.Mean, r.Std, r.Runs, d.Config().Model, r.Epochs, r.LR)
 				continue
 			}
-			epochs := o.EvalEpochs
 			if m == distill.EvalIDC {
-				epochs, lr = idcEpochs, o.EvalLR // IDC's recipe, not the learned step size
+				lr = o.EvalLR // IDC's recipe, not the learned step size
 			}
+			epochs := evalEpochs(m, explicitEvalEpochs, o.Dataset, o.Method)
 			r, err := evalModel(ctx, syn, test, zca, m, o.EvalRuns, epochs, lr, o.Seed, o.Quiet, stderr)
 			if err != nil {
 				return err
@@ -653,14 +653,18 @@ func evalModel(ctx context.Context, syn *distill.SyntheticSet, test *data.Datase
 	return EvalRecord{Model: model, Runs: runs, Epochs: epochs, LR: cfg.LR, Mean: mean, Std: std, Accs: accs, WallS: time.Since(t0).Seconds()}, nil
 }
 
-// idcEvalEpochs is the training length of --eval-models idc: --eval-epochs
-// when given (explicit, before the protocol's default fills it), else
-// IDC's own.
-func idcEvalEpochs(explicit int) int {
-	if explicit > 0 {
+// evalEpochs returns the epochs each network of model trains for: the
+// explicit --eval-epochs if given, else IDC's recipe length for idc and
+// the protocol's default (distill.DefaultEvalEpochs; fedsim eval does not
+// know the set's method and passes "") for the others.
+func evalEpochs(model string, explicit int, dataset, method string) int {
+	switch {
+	case explicit > 0:
 		return explicit
+	case model == distill.EvalIDC:
+		return distill.IDCEvalEpochs
 	}
-	return distill.IDCEvalEpochs
+	return distill.DefaultEvalEpochs(dataset, method)
 }
 
 // evalUnrolled evaluates syn by the meta-learning methods' own protocol:

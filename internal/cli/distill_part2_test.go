@@ -190,9 +190,12 @@ func TestEvalEpochs(t *testing.T) {
 		{"idc", 7, "fmnist", 7},
 		{"mlp", 7, "mnist", 7},
 	} {
-		if got := evalEpochs(c.model, c.explicit, c.dataset); got != c.want {
+		if got := evalEpochs(c.model, c.explicit, c.dataset, ""); got != c.want {
 			t.Errorf("evalEpochs(%s, %d, %s) = %d, want %d", c.model, c.explicit, c.dataset, got, c.want)
 		}
+	}
+	if got, want := evalEpochs("convnet", 0, "fmnist", "cafe"), distill.DefaultEvalEpochs("fmnist", "cafe"); got != want {
+		t.Errorf("fedsim distill's cafe default: %d epochs, want %d", got, want)
 	}
 	if distill.IDCEvalEpochs == distill.DefaultEvalEpochs("fmnist", "") {
 		t.Fatal("the test cannot tell IDC's length from the default")

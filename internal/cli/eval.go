@@ -173,7 +173,7 @@ func RunEval(ctx context.Context, o *EvalOptions, stdout, stderr io.Writer) erro
 		zcaPath = ""
 	}
 	rep := EvalReport{Synthetic: o.Synthetic, Dataset: o.Dataset, Images: syn.Len(), PerClass: syn.PerClass(), TestImages: test.Len(), ZCA: zcaPath, Seed: o.Seed}
-	epochsOf := func(model string) int { return evalEpochs(model, o.EvalEpochs, o.Dataset) }
+	epochsOf := func(model string) int { return evalEpochs(model, o.EvalEpochs, o.Dataset, "") }
 	if !o.JSON {
 		plan := make([]string, len(o.EvalModels))
 		for i, m := range o.EvalModels {
@@ -212,17 +212,4 @@ func roundAll(v []float64) []float64 {
 func fileExists(path string) bool {
 	_, err := os.Stat(path)
 	return err == nil
-}
-
-// evalEpochs returns the epochs each network of model trains for in
-// fedsim eval: explicit if set, else IDC's recipe length for idc and the
-// data set's default for the others (eval does not know the set's method).
-func evalEpochs(model string, explicit int, dataset string) int {
-	if model == distill.EvalIDC {
-		return idcEvalEpochs(explicit)
-	}
-	if explicit > 0 {
-		return explicit
-	}
-	return distill.DefaultEvalEpochs(dataset, "")
 }
