@@ -14,7 +14,8 @@
 #   IPCS           IPCs for every method (default: 1 10, and 1 10 50 for dm)
 #   ITERS, WARMUP  timed and warm-up iterations of the PyTorch side (default by
 #                  method and IPC, see iters_for). fedsim runs WARMUP+ITERS
-#                  iterations and reports their mean (its first one included).
+#                  iterations and reports their median after the first, and
+#                  their mean with the first one included.
 #   OUT            folder for the raw results (bench/distill/<UTC time>)
 #   FEDSIM_BIN     the fedsim binary built and run (bin/fedsim); SKIP_BUILD=1 skips the build
 #   TORCH_PYTHON   the interpreter with torch (/usr/bin/python3)
@@ -31,14 +32,15 @@
 # IPC), OUT/table.md, OUT/meta.txt, OUT/runs/<method>-ipc<K>/ (fedsim's
 # report.json and log) and OUT/runs/<method>-ipc<K>/pytorch.log.
 #
-# What is compared: fedsim's report.json seconds_per_iteration (time from
-# before the first iteration to after the last, minus evaluation: it leaves out
-# loading the data and building the initial set, and includes the first
-# iteration and the checkpoint written after the last one, small next to an
-# iteration) against the PyTorch script's median over its timed iterations
-# after its warm-up ones. fedsim's mtt also reads two expert checkpoints from
-# the buffer files every iteration; the PyTorch side keeps random experts in
-# memory.
+# What is compared: the median time per iteration on both sides, after
+# warm-up: fedsim's report.json seconds_per_iteration_median (its iterations
+# after the first, evaluations left out; the first warms pools and caches)
+# against the PyTorch script's median over its timed iterations after its
+# warm-up ones. The table also gives the means: fedsim's
+# seconds_per_iteration covers all its iterations, the first one and the
+# checkpoint written after the last one included. fedsim's mtt also reads two
+# expert checkpoints from the buffer files every iteration; the PyTorch side
+# keeps random experts in memory.
 #
 # Cost on 2 idle cores: about 1-1.5 hours, most of it dc and dsa at IPC 10
 # (2-4 minutes per iteration on each side). Memory: mtt at IPC 10 keeps 30
@@ -216,7 +218,8 @@ import json, sys
 path, method, ipc, iters, threads = sys.argv[1:]
 r = json.load(open(path))
 print(json.dumps({"impl": "fedsim", "method": method, "ipc": int(ipc),
-                  "s_per_iter_mean": r["seconds_per_iteration"], "iters": int(iters),
+                  "s_per_iter_mean": r["seconds_per_iteration"],
+                  "s_per_iter_median": r.get("seconds_per_iteration_median"), "iters": int(iters),
                   "threads": int(threads), "distill_wall_s": r["distill_wall_s"],
                   "wall_s": r["wall_s"], "hp": r["hyper_parameters"]}))
 EOF
@@ -240,21 +243,23 @@ done
 import json, sys
 fed = {(r["method"], r["ipc"]): r for r in map(json.loads, filter(str.strip, open(sys.argv[1])))}
 pt = {(r["method"], r["ipc"]): r for r in map(json.loads, filter(str.strip, open(sys.argv[2])))}
-print("Time per outer iteration, THREADS=%s on each side (GOMAXPROCS, torch.set_num_threads). fedsim: mean over all its iterations"
-      " (seconds_per_iteration; the first one included); PyTorch: median (mean) over its timed"
-      " iterations after warm-up. Ratio: PyTorch / fedsim (> 1: fedsim faster).\n" % sys.argv[3])
-print("| method | IPC | fedsim s/iter | PyTorch s/iter median (mean) | ratio (median) | ratio (means) | iterations fedsim / PyTorch |")
+print("Time per outer iteration, THREADS=%s on each side (GOMAXPROCS, torch.set_num_threads). fedsim: median over its"
+      " iterations after the first (seconds_per_iteration_median), and in brackets the mean over all of them, the first"
+      " included (seconds_per_iteration); PyTorch: median (mean) over its timed iterations after warm-up."
+      " Ratio: PyTorch / fedsim (> 1: fedsim faster).\n" % sys.argv[3])
+print("| method | IPC | fedsim s/iter median (mean) | PyTorch s/iter median (mean) | ratio (medians) | ratio (means) | iterations fedsim / PyTorch |")
 print("|---|---|---|---|---|---|---|")
 order = {"dc": 0, "dsa": 1, "dm": 2, "mtt": 3}
 for key in sorted(set(fed) | set(pt), key=lambda k: (order.get(k[0], 9), k[1])):
     f, p = fed.get(key), pt.get(key)
     fs = f["s_per_iter_mean"] if f else None
+    fm = f.get("s_per_iter_median") if f else None
     pm = p["s_per_iter_median"] if p else None
     pa = p["s_per_iter_mean"] if p else None
     fmt = lambda v: "–" if v is None else "%.3f" % v
     ratio = lambda a, b: "–" if a is None or not b else "%.2f×" % (a / b)
-    print("| %s | %d | %s | %s (%s) | %s | %s | %s / %s |" % (
-        key[0], key[1], fmt(fs), fmt(pm), fmt(pa), ratio(pm, fs), ratio(pa, fs),
+    print("| %s | %d | %s (%s) | %s (%s) | %s | %s | %s / %s |" % (
+        key[0], key[1], fmt(fm), fmt(fs), fmt(pm), fmt(pa), ratio(pm, fm), ratio(pa, fs),
         f["iters"] if f else "–", "%d+%d" % (p["warmup"], p["iters"]) if p else "–"))
 EOF
 echo "raw results in $OUT" >&2

@@ -252,6 +252,8 @@ func Conv2D[T Float](dst, x, w, b *Tensor[T], p ConvParams) {
 	}
 	ckk, ohw, chw := g.ckk(), g.ohw(), g.chw()
 	direct := g.pointwise()
+	wa := newFixedA(false, g.f, ckk, w.Data, ckk)
+	defer wa.release()
 	parallel.For(g.n, batchGrain(g.n), func(lo, hi int) {
 		var col *Tensor[T]
 		if !direct {
@@ -272,7 +274,7 @@ func Conv2D[T Float](dst, x, w, b *Tensor[T], p ConvParams) {
 				}
 				beta = 1
 			}
-			Gemm(false, false, g.f, ohw, ckk, 1, w.Data, ckk, src, ohw, beta, out, ohw)
+			wa.mul(false, ohw, 1, src, ohw, beta, out, ohw)
 		}
 	})
 }
@@ -294,11 +296,8 @@ func Conv2DTranspose[T Float](dst, g, w *Tensor[T], p ConvParams) {
 	geo := newConvGeom("Conv2DTranspose", dst.Shape, w.Shape, g.Shape, p)
 	ckk, ohw, chw, nf := geo.ckk(), geo.ohw(), geo.chw(), geo.f
 	direct := geo.pointwise()
-	// wᵀ once for the batch: a transposed operand would be transposed
-	// again while packing every image's GEMM.
-	wt := GetUninit[T](ckk * nf)
-	defer Put(wt)
-	Permute(&Tensor[T]{Shape: []int{ckk, nf}, Data: wt.Data}, &Tensor[T]{Shape: []int{nf, ckk}, Data: w.Data}, []int{1, 0})
+	wt := newFixedA(true, ckk, nf, w.Data, ckk) // wᵀ, packed once for the batch
+	defer wt.release()
 	parallel.For(geo.n, batchGrain(geo.n), func(lo, hi int) {
 		var col *Tensor[T]
 		if !direct {
@@ -309,10 +308,10 @@ func Conv2DTranspose[T Float](dst, g, w *Tensor[T], p ConvParams) {
 			gn := g.Data[n*nf*ohw : (n+1)*nf*ohw]
 			out := dst.Data[n*chw : (n+1)*chw]
 			if direct {
-				Gemm(false, false, ckk, ohw, nf, 1, wt.Data, nf, gn, ohw, 0, out, ohw)
+				wt.mul(false, ohw, 1, gn, ohw, 0, out, ohw)
 				continue
 			}
-			Gemm(false, false, ckk, ohw, nf, 1, wt.Data, nf, gn, ohw, 0, col.Data, ohw)
+			wt.mul(false, ohw, 1, gn, ohw, 0, col.Data, ohw)
 			col2im(out, col.Data, geo)
 		}
 	})

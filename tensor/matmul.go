@@ -20,6 +20,41 @@ func Gemm[T Float](transA, transB bool, m, n, k int, alpha T, a []T, lda int, b 
 	}
 }
 
+// fixedA multiplies one matrix op(A) by many: a convolution's weights by
+// every image of a batch. For float32 it packs A once (gemm.PackA) instead
+// of once per product; call release when done.
+type fixedA[T Float] struct {
+	transA bool
+	m, k   int
+	a      []T
+	lda    int
+	packed *gemm.PackedA
+}
+
+func newFixedA[T Float](transA bool, m, k int, a []T, lda int) *fixedA[T] {
+	f := &fixedA[T]{transA: transA, m: m, k: k, a: a, lda: lda}
+	if a32, ok := any(a).([]float32); ok {
+		f.packed = gemm.PackA(transA, m, k, a32, lda)
+	}
+	return f
+}
+
+// mul computes C = alpha*op(A)*op(B) + beta*C, as Gemm with f's A.
+func (f *fixedA[T]) mul(transB bool, n int, alpha T, b []T, ldb int, beta T, c []T, ldc int) {
+	if f.packed != nil {
+		gemm.SgemmPackedA(f.packed, transB, n, float32(alpha), any(b).([]float32), ldb, float32(beta), any(c).([]float32), ldc)
+		return
+	}
+	Gemm(f.transA, transB, f.m, n, f.k, alpha, f.a, f.lda, b, ldb, beta, c, ldc)
+}
+
+func (f *fixedA[T]) release() {
+	if f.packed != nil {
+		f.packed.Release()
+		f.packed = nil
+	}
+}
+
 func gemmGeneric[T Float](transA, transB bool, m, n, k int, alpha T, a []T, lda int, b []T, ldb int, beta T, c []T, ldc int) {
 	at := func(i, p int) T {
 		if transA {

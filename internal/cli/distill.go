@@ -284,22 +284,26 @@ type EvalRecord struct {
 
 // DistillReport is report.json.
 type DistillReport struct {
-	Dataset      string         `json:"dataset"`
-	Method       string         `json:"method"`
-	IPC          int            `json:"ipc"`
-	Iterations   int            `json:"iterations"`
-	Seed         uint64         `json:"seed"`
-	TrainImages  int            `json:"train_images"`
-	TestImages   int            `json:"test_images"`
-	Config       distill.Config `json:"hyper_parameters"`
-	ResumedAt    int            `json:"resumed_at,omitempty"`
-	FinalLoss    *float64       `json:"final_loss,omitempty"`
-	StepSize     float64        `json:"learned_step_size,omitempty"`
-	SecPerIter   float64        `json:"seconds_per_iteration,omitempty"`
-	DistillWallS float64        `json:"distill_wall_s"`
-	EvalWallS    float64        `json:"eval_wall_s"`
-	WallS        float64        `json:"wall_s"`
-	Evals        []EvalRecord   `json:"evaluations"`
+	Dataset     string         `json:"dataset"`
+	Method      string         `json:"method"`
+	IPC         int            `json:"ipc"`
+	Iterations  int            `json:"iterations"`
+	Seed        uint64         `json:"seed"`
+	TrainImages int            `json:"train_images"`
+	TestImages  int            `json:"test_images"`
+	Config      distill.Config `json:"hyper_parameters"`
+	ResumedAt   int            `json:"resumed_at,omitempty"`
+	FinalLoss   *float64       `json:"final_loss,omitempty"`
+	StepSize    float64        `json:"learned_step_size,omitempty"`
+	SecPerIter  float64        `json:"seconds_per_iteration,omitempty"`
+	// SecPerIterMedian is the median time of the iterations after the
+	// first (which warms pools and caches), the statistic benchmarks
+	// compare; set when at least two iterations ran.
+	SecPerIterMedian float64      `json:"seconds_per_iteration_median,omitempty"`
+	DistillWallS     float64      `json:"distill_wall_s"`
+	EvalWallS        float64      `json:"eval_wall_s"`
+	WallS            float64      `json:"wall_s"`
+	Evals            []EvalRecord `json:"evaluations"`
 }
 
 // validateEvalFlags checks the evaluation flags shared by distill and eval.
@@ -528,7 +532,8 @@ func RunDistill(ctx context.Context, o *DistillOptions, stdout, stderr io.Writer
 		fmt.Fprintf(stdout, "selecting %d images per class of %s with %s, seed %d\n", o.IPC, o.Dataset, o.Method, o.Seed)
 	}
 	var bar *progress
-	var stepStart time.Time
+	var stepStart, lastMark time.Time
+	var stepTimes []float64 // seconds of each iteration, evaluations left out
 	firstIt := -1
 	var lastLoss float64
 	distillStart := time.Now()
@@ -537,6 +542,7 @@ func RunDistill(ctx context.Context, o *DistillOptions, stdout, stderr io.Writer
 		BeforeFirst: func(first int) {
 			firstIt = first
 			stepStart = time.Now()
+			lastMark = stepStart
 			label := "distill"
 			if first > 0 {
 				label = fmt.Sprintf("distill (resumed after %d)", first)
@@ -545,6 +551,8 @@ func RunDistill(ctx context.Context, o *DistillOptions, stdout, stderr io.Writer
 		},
 		AfterStep: func(it int, loss float64) error {
 			lastLoss = loss
+			stepTimes = append(stepTimes, time.Since(lastMark).Seconds())
+			defer func() { lastMark = time.Now() }() // after any evaluation below
 			done := it + 1 - firstIt
 			rate := float64(done) / max(time.Since(stepStart).Seconds()-evalDuring.Seconds(), 1e-9)
 			bar.update(done, fmt.Sprintf("loss %.4f %.3g it/s", loss, rate))
@@ -570,6 +578,9 @@ func RunDistill(ctx context.Context, o *DistillOptions, stdout, stderr io.Writer
 	rep.DistillWallS = time.Since(distillStart).Seconds() - evalDuring.Seconds()
 	if firstIt >= 0 {
 		rep.SecPerIter = (time.Since(stepStart).Seconds() - evalDuring.Seconds()) / float64(o.Iters-firstIt)
+	}
+	if len(stepTimes) >= 2 {
+		rep.SecPerIterMedian = median(stepTimes[1:])
 	}
 	if d.Iterative() {
 		if resumedAt > 0 {
@@ -809,4 +820,16 @@ func RunBuffer(ctx context.Context, o *BufferOptions, stdout, stderr io.Writer) 
 	}
 	_, err = fmt.Fprintf(stdout, "wrote %d expert trajectories of %d epochs (%d parameters each) to %s (%.0f s)\n", b.Experts(), b.Epochs(), b.Index.NumParams, o.Out, time.Since(start).Seconds())
 	return err
+}
+
+// median returns the median of xs (the mean of the middle two for an even
+// count) without reordering xs; it panics if xs is empty.
+func median(xs []float64) float64 {
+	s := slices.Clone(xs)
+	slices.Sort(s)
+	n := len(s)
+	if n%2 == 1 {
+		return s[n/2]
+	}
+	return (s[n/2-1] + s[n/2]) / 2
 }

@@ -8,6 +8,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -89,6 +90,9 @@ func TestDistillCommandWritesOutputs(t *testing.T) {
 		// An intermediate evaluation at iteration 2, then the final one.
 		if len(rep.Evals) != 2 || rep.Evals[0].Iteration != 2 || last.Iteration != 3 || rep.FinalLoss == nil {
 			t.Errorf("%s: evaluations %+v, final loss %v", method, rep.Evals, rep.FinalLoss)
+		}
+		if !(rep.SecPerIterMedian > 0 && rep.SecPerIterMedian <= rep.DistillWallS) {
+			t.Errorf("%s: median iteration time %g s, distillation %g s", method, rep.SecPerIterMedian, rep.DistillWallS)
 		}
 		if rep.Config.LRImg == 0 || rep.Config.Init == "" {
 			t.Errorf("%s: report lacks the hyper-parameters: %+v", method, rep.Config)
@@ -348,4 +352,23 @@ func readDistillReport(t *testing.T, dir string) DistillReport {
 		t.Fatalf("%s/report.json: %v", dir, err)
 	}
 	return rep
+}
+
+func TestMedian(t *testing.T) {
+	for _, tc := range []struct {
+		xs   []float64
+		want float64
+	}{
+		{[]float64{3}, 3},
+		{[]float64{5, 1, 4}, 4},
+		{[]float64{9, 1, 4, 2}, 3},
+	} {
+		in := slices.Clone(tc.xs)
+		if got := median(in); got != tc.want {
+			t.Errorf("median(%v) = %g, want %g", tc.xs, got, tc.want)
+		}
+		if !slices.Equal(in, tc.xs) {
+			t.Errorf("median reordered its input: %v", in)
+		}
+	}
 }

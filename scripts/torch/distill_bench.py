@@ -627,9 +627,29 @@ def run_one(method, ipc, args, data):
     if method == "mtt":
         rec["experts"] = "random"
         rec["n_experts"] = args.experts
+    if args.save_dir:
+        rec["synthetic"] = save_synthetic(runner, method, ipc, args.save_dir)
     del runner
     gc.collect()
     return rec
+
+
+def save_synthetic(runner, method, ipc, save_dir):
+    """Writes the final synthetic set as DESIGN.md's synthetic.npz (x float32
+    normalized, y int64, mean and std float32 per channel), so that `fedsim
+    eval --synthetic` scores it with the same protocol as fedsim's own sets
+    (the fidelity comparison of scripts/results/fidelity.sh)."""
+    if method == "mtt":
+        raise SystemExit("--save-dir: mtt runs on random experts here; its set means nothing")
+    folder = os.path.join(save_dir, "%s-ipc%d" % (method, ipc))
+    os.makedirs(folder, exist_ok=True)
+    path = os.path.join(folder, "synthetic.npz")
+    tmp = path + ".tmp.npz"
+    np.savez(tmp, x=runner.image_syn.detach().numpy().astype(np.float32),
+             y=class_labels(ipc).numpy().astype(np.int64),
+             mean=np.array([MNIST_MEAN], dtype=np.float32), std=np.array([MNIST_STD], dtype=np.float32))
+    os.replace(tmp, path)  # atomic: a stopped run leaves no half-written set
+    return path
 
 
 def int_list(s):
@@ -660,6 +680,7 @@ def main():
     ap.add_argument("--lr-lr", type=float, default=None)
     ap.add_argument("--lr-teacher", type=float, default=None)
     ap.add_argument("--batch-syn", type=int, default=0, help="mtt: images per student step (0: all, as the reference)")
+    ap.add_argument("--save-dir", default="", help="write each run's final set to DIR/<method>-ipc<K>/synthetic.npz")
     args = ap.parse_args()
 
     torch.set_num_threads(args.threads)

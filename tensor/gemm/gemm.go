@@ -26,6 +26,9 @@
 //     multiplied by each B micro-panel by the micro-kernel, which keeps the
 //     mr×nr tile of C in vector registers, streams B rows from L2 with
 //     prefetching and broadcasts A from L1.
+//     PackA does this once for the whole of op(A), and SgemmPackedA reads
+//     those panels instead, for an A multiplied by many matrices (a
+//     convolution's weights by every image of a batch).
 //   - Edges. The last row panel uses a narrower kernel variant (8 or 4
 //     rows for avx512, 4 or 2 for avx2) when that fits; tiles that are
 //     still partial (fewer columns than nr, or rows below the variant) are
@@ -155,45 +158,168 @@ func Sgemm(transA, transB bool, m, n, k int, alpha float32, a []float32, lda int
 	if m < 0 || n < 0 || k < 0 {
 		panic("gemm: negative dimension")
 	}
-	rowsA, colsA := m, k
-	if transA {
-		rowsA, colsA = k, m
+	checkLD("lda", transA, m, k, lda)
+	if !checkBC(transB, m, n, k, alpha, b, ldb, beta, c, ldc) {
+		return
 	}
-	rowsB, colsB := k, n
-	if transB {
-		rowsB, colsB = n, k
+	checkLen("A", transA, m, k, a, lda)
+	if m*n*k < smallMNK {
+		sgemmSmall(transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
+		return
 	}
-	if lda < max(1, colsA) {
-		panic("gemm: bad lda")
+	direct := !transB && m <= directMaxM && n <= 2*m
+	sgemmBlocked(activeKernel.Load(), nil, direct, transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
+}
+
+// stored returns the stored shape of op(X) (rows×cols): X itself is rows×cols
+// when trans is false, and cols×rows otherwise.
+func stored(trans bool, rows, cols int) (int, int) {
+	if trans {
+		return cols, rows
 	}
-	if ldb < max(1, colsB) {
-		panic("gemm: bad ldb")
+	return rows, cols
+}
+
+// checkLD panics unless ld holds a row of the stored form of the rows×cols
+// operand op(X).
+func checkLD(name string, trans bool, rows, cols, ld int) {
+	_, c := stored(trans, rows, cols)
+	if ld < max(1, c) {
+		panic("gemm: bad " + name)
 	}
+}
+
+// checkLen panics unless x holds the stored form of the rows×cols operand
+// op(X) with row stride ld.
+func checkLen(name string, trans bool, rows, cols int, x []float32, ld int) {
+	r, c := stored(trans, rows, cols)
+	if len(x) < (r-1)*ld+c {
+		panic("gemm: short " + name)
+	}
+}
+
+// checkBC checks op(B) (k×n) and C (m×n) and handles the cases that need no
+// product: it returns false when C is empty, or when k == 0 or alpha == 0
+// (C is then scaled by beta).
+func checkBC(transB bool, m, n, k int, alpha float32, b []float32, ldb int, beta float32, c []float32, ldc int) bool {
+	checkLD("ldb", transB, k, n, ldb)
 	if ldc < max(1, n) {
 		panic("gemm: bad ldc")
 	}
 	if m == 0 || n == 0 {
-		return
+		return false
 	}
 	if len(c) < (m-1)*ldc+n {
 		panic("gemm: short C")
 	}
 	if k == 0 || alpha == 0 {
 		scaleC(m, n, beta, c, ldc)
+		return false
+	}
+	checkLen("B", transB, k, n, b, ldb)
+	return true
+}
+
+// PackedA is op(A) packed once, for many products op(A)·op(B) with the same
+// A: a convolution multiplies its weights by every image of a batch, and
+// packing A's micro-panels takes a fifth as long as the product itself when
+// an image has few output pixels (8×8 at the ConvNet's last layer). It is
+// safe for concurrent use by SgemmPackedA; A must not change while it is in
+// use, since tiny products read A itself.
+type PackedA struct {
+	kern   *kernel
+	transA bool
+	m, k   int
+	a      []float32
+	lda    int
+	// data holds, for the k block starting at row pc of op(B) and the row
+	// panel starting at row ir of op(A), the panel packA writes, at
+	// pc*mPanels*mr + ir*kc.
+	data []float32
+}
+
+var packedPool sync.Pool
+
+// PackA packs op(A) (m×k, stored as for Sgemm) for SgemmPackedA, with the
+// micro-kernel Sgemm uses. Release returns the buffer for reuse.
+//
+// PackA panics if m or k is negative, lda is smaller than the stored row
+// length (or 1), or a is too short to hold op(A).
+func PackA(transA bool, m, k int, a []float32, lda int) *PackedA {
+	if m < 0 || k < 0 {
+		panic("gemm: negative dimension")
+	}
+	checkLD("lda", transA, m, k, lda)
+	if m > 0 && k > 0 {
+		checkLen("A", transA, m, k, a, lda)
+	}
+	kern := activeKernel.Load()
+	mr := kern.mr
+	mPanels := (m + mr - 1) / mr
+	size := mPanels * mr * k
+	pa, _ := packedPool.Get().(*PackedA)
+	if pa == nil || cap(pa.data) < size {
+		pa = &PackedA{data: make([]float32, size)}
+	}
+	*pa = PackedA{kern: kern, transA: transA, m: m, k: k, a: a, lda: lda, data: pa.data[:size]}
+	// Serial: packing is a copy, small next to the products it is reused by.
+	kcStep := kcBlock(k)
+	for pc := 0; pc < k; pc += kcStep {
+		kc := min(kcStep, k-pc)
+		for ir := 0; ir < m; ir += mr {
+			rows := min(mr, m-ir)
+			pr := mr
+			if rows < mr {
+				_, pr = kern.forRows(rows)
+			}
+			off := pc*mPanels*mr + ir*kc
+			packA(pa.data[off:off+pr*kc], a, lda, transA, ir, rows, pc, kc, pr)
+		}
+	}
+	return pa
+}
+
+// Release returns pa's buffer to a pool; pa must not be used afterwards.
+func (pa *PackedA) Release() {
+	pa.a = nil
+	packedPool.Put(pa)
+}
+
+// panel returns the packed panel of op(A) for the k block at pc (kc rows)
+// and the row panel at ir.
+func (pa *PackedA) panel(pc, kc, ir int) []float32 {
+	mr := pa.kern.mr
+	mPanels := (pa.m + mr - 1) / mr
+	off := pc*mPanels*mr + ir*kc
+	return pa.data[off : off+mr*kc]
+}
+
+// SgemmPackedA computes C = alpha*op(A)*op(B) + beta*C as Sgemm does, with
+// op(A) packed beforehand by PackA; n is the column count of op(B) and C.
+//
+// SgemmPackedA panics if n is negative, a leading dimension is smaller than
+// its stored row length (or 1), or b or c is too short.
+func SgemmPackedA(pa *PackedA, transB bool, n int, alpha float32, b []float32, ldb int, beta float32, c []float32, ldc int) {
+	m, k := pa.m, pa.k
+	if n < 0 {
+		panic("gemm: negative dimension")
+	}
+	if !checkBC(transB, m, n, k, alpha, b, ldb, beta, c, ldc) {
 		return
 	}
-	if len(a) < (rowsA-1)*lda+colsA {
-		panic("gemm: short A")
-	}
-	if len(b) < (rowsB-1)*ldb+colsB {
-		panic("gemm: short B")
-	}
 	if m*n*k < smallMNK {
-		sgemmSmall(transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
+		sgemmSmall(pa.transA, transB, m, n, k, alpha, pa.a, pa.lda, b, ldb, beta, c, ldc)
 		return
 	}
 	direct := !transB && m <= directMaxM && n <= 2*m
-	sgemmBlocked(activeKernel.Load(), direct, transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
+	sgemmBlocked(pa.kern, pa, direct, pa.transA, transB, m, n, k, alpha, pa.a, pa.lda, b, ldb, beta, c, ldc)
+}
+
+// kcBlock returns the k extent of the blocks k is cut into: even blocks no
+// larger than kcMax.
+func kcBlock(k int) int {
+	kBlocks := (k + kcMax - 1) / kcMax
+	return (k + kBlocks - 1) / kBlocks
 }
 
 // scaleC sets C = beta*C, writing zeros when beta == 0.
@@ -266,7 +392,7 @@ var splitPolicy = 0
 // gemmRegion with private packing buffers (no barriers). If direct (only
 // allowed when !transB), full micro-panels of B are read in place instead
 // of being packed.
-func sgemmBlocked(kern *kernel, direct bool, transA, transB bool, m, n, k int, alpha float32, a []float32, lda int, b []float32, ldb int, beta float32, c []float32, ldc int) {
+func sgemmBlocked(kern *kernel, pa *PackedA, direct bool, transA, transB bool, m, n, k int, alpha float32, a []float32, lda int, b []float32, ldb int, beta float32, c []float32, ldc int) {
 	mr, nr := kern.mr, kern.nr
 	mPanels := (m + mr - 1) / mr
 	nPanels := (n + nr - 1) / nr
@@ -288,7 +414,7 @@ func sgemmBlocked(kern *kernel, direct bool, transA, transB bool, m, n, k int, a
 			tm, tn := t%pm, t/pm
 			i0, i1 := tm*mPanels/pm*mr, min((tm+1)*mPanels/pm*mr, m)
 			j0, j1 := tn*nPanels/pn*nr, min((tn+1)*nPanels/pn*nr, n)
-			gemmRegion(kern, w, direct, transA, transB, i0, i1, j0, j1, k, alpha, a, lda, b, ldb, beta, c, ldc)
+			gemmRegion(kern, w, pa, direct, transA, transB, i0, i1, j0, j1, k, alpha, a, lda, b, ldb, beta, c, ldc)
 		}
 		workPool.Put(w)
 	})
@@ -296,11 +422,10 @@ func sgemmBlocked(kern *kernel, direct bool, transA, transB bool, m, n, k int, a
 
 // gemmRegion computes rows [i0, i1) and columns [j0, j1) of C on the calling
 // goroutine, blocking k by kcMax and the columns by ncMax.
-func gemmRegion(kern *kernel, w *workBuf, direct bool, transA, transB bool, i0, i1, j0, j1, k int, alpha float32, a []float32, lda int, b []float32, ldb int, beta float32, c []float32, ldc int) {
+func gemmRegion(kern *kernel, w *workBuf, pa *PackedA, direct bool, transA, transB bool, i0, i1, j0, j1, k int, alpha float32, a []float32, lda int, b []float32, ldb int, beta float32, c []float32, ldc int) {
 	mr, nr := kern.mr, kern.nr
 	// Split k and the columns evenly into blocks no larger than the caps.
-	kBlocks := (k + kcMax - 1) / kcMax
-	kcStep := (k + kBlocks - 1) / kBlocks
+	kcStep := kcBlock(k)
 	width := j1 - j0
 	nBlocks := (width + ncMax - 1) / ncMax
 	ncStep := (width + nBlocks - 1) / nBlocks
@@ -331,7 +456,12 @@ func gemmRegion(kern *kernel, w *workBuf, direct bool, transA, transB bool, i0, 
 				if rows < mr {
 					fn, pr = kern.forRows(rows)
 				}
-				packA(ap[:pr*kc], a, lda, transA, ir, rows, pc, kc, pr)
+				ap := ap
+				if pa != nil {
+					ap = pa.panel(pc, kc, ir)
+				} else {
+					packA(ap[:pr*kc], a, lda, transA, ir, rows, pc, kc, pr)
+				}
 				for jp := 0; jp < nPanels; jp++ {
 					jr := jc + jp*nr
 					cols := min(nr, nc-jp*nr)

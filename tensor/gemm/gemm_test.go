@@ -132,6 +132,28 @@ func callSgemm(p *problem, c []float32) {
 	Sgemm(p.transA, p.transB, p.m, p.n, p.k, p.alpha, p.a, p.lda, p.b, p.ldb, p.beta, c, p.ldc)
 }
 
+// prepackedWith packs A with PackA under kernel kern and forces the packed
+// path of SgemmPackedA, even for tiny sizes.
+func prepackedWith(kern *kernel, direct bool) func(p *problem, c []float32) {
+	return func(p *problem, c []float32) {
+		restore, _ := useKernel(kern.name)
+		defer restore()
+		pa := PackA(p.transA, p.m, p.k, p.a, p.lda)
+		defer pa.Release()
+		if p.m == 0 || p.n == 0 || p.k == 0 || p.alpha == 0 {
+			SgemmPackedA(pa, p.transB, p.n, p.alpha, p.b, p.ldb, p.beta, c, p.ldc)
+			return
+		}
+		sgemmBlocked(kern, pa, direct && !p.transB, p.transA, p.transB, p.m, p.n, p.k, p.alpha, nil, p.lda, p.b, p.ldb, p.beta, c, p.ldc)
+	}
+}
+
+func callSgemmPackedA(p *problem, c []float32) {
+	pa := PackA(p.transA, p.m, p.k, p.a, p.lda)
+	defer pa.Release()
+	SgemmPackedA(pa, p.transB, p.n, p.alpha, p.b, p.ldb, p.beta, c, p.ldc)
+}
+
 // blockedWith forces the packed path with kernel kern, even for tiny sizes.
 func blockedWith(kern *kernel, direct bool) func(p *problem, c []float32) {
 	return func(p *problem, c []float32) {
@@ -139,7 +161,7 @@ func blockedWith(kern *kernel, direct bool) func(p *problem, c []float32) {
 			callSgemm(p, c)
 			return
 		}
-		sgemmBlocked(kern, direct && !p.transB, p.transA, p.transB, p.m, p.n, p.k, p.alpha, p.a, p.lda, p.b, p.ldb, p.beta, c, p.ldc)
+		sgemmBlocked(kern, nil, direct && !p.transB, p.transA, p.transB, p.m, p.n, p.k, p.alpha, p.a, p.lda, p.b, p.ldb, p.beta, c, p.ldc)
 	}
 }
 
@@ -178,6 +200,9 @@ func TestSgemmKernels(t *testing.T) {
 							p.check(t, label+" Sgemm", callSgemm)
 							p.check(t, label+" packed", blockedWith(kern, false))
 							p.check(t, label+" direct", blockedWith(kern, true))
+							p.check(t, label+" SgemmPackedA", callSgemmPackedA)
+							p.check(t, label+" prepacked", prepackedWith(kern, false))
+							p.check(t, label+" prepacked direct", prepackedWith(kern, true))
 						}
 					}
 				}
@@ -195,6 +220,7 @@ func TestSgemmLarge(t *testing.T) {
 			beta := []float32{0, 1, 0.5, 0}[tr]
 			p := newProblem(rng, transA, transB, 300, 257, 513, tr, 0.5, beta, beta == 0)
 			p.check(t, fmt.Sprintf("%s 300x257x513 tA=%v tB=%v beta=%v", kern.name, transA, transB, beta), callSgemm)
+			p.check(t, fmt.Sprintf("%s 300x257x513 tA=%v tB=%v beta=%v SgemmPackedA", kern.name, transA, transB, beta), callSgemmPackedA)
 			if testing.Short() || raceEnabled {
 				break
 			}
@@ -238,6 +264,13 @@ func TestSgemmPanics(t *testing.T) {
 		{"short A", func() { Sgemm(false, false, 3, 3, 4, 1, a[:11], 4, b, 3, 0, c, 3) }},
 		{"short B", func() { Sgemm(false, false, 3, 3, 4, 1, a, 4, b[:11], 3, 0, c, 3) }},
 		{"short C", func() { Sgemm(false, false, 3, 3, 4, 1, a, 4, b, 3, 0, c[:8], 3) }},
+		{"PackA negative k", func() { PackA(false, 3, -1, a, 4) }},
+		{"PackA bad lda", func() { PackA(false, 3, 4, a, 3) }},
+		{"PackA short A", func() { PackA(true, 3, 4, a[:11], 3) }},
+		{"SgemmPackedA negative n", func() { SgemmPackedA(PackA(false, 3, 4, a, 4), false, -1, 1, b, 3, 0, c, 3) }},
+		{"SgemmPackedA bad ldb", func() { SgemmPackedA(PackA(false, 3, 4, a, 4), true, 3, 1, b, 3, 0, c, 3) }},
+		{"SgemmPackedA short B", func() { SgemmPackedA(PackA(false, 3, 4, a, 4), false, 3, 1, b[:11], 3, 0, c, 3) }},
+		{"SgemmPackedA short C", func() { SgemmPackedA(PackA(false, 3, 4, a, 4), false, 3, 1, b, 3, 0, c[:8], 3) }},
 	}
 	for _, tc := range cases {
 		func() {
