@@ -456,9 +456,9 @@ func gemmRegion(kern *kernel, w *workBuf, pa *PackedA, direct bool, transA, tran
 				if rows < mr {
 					fn, pr = kern.forRows(rows)
 				}
-				ap := ap
+				panel := ap
 				if pa != nil {
-					ap = pa.panel(pc, kc, ir)
+					panel = pa.panel(pc, kc, ir)
 				} else {
 					packA(ap[:pr*kc], a, lda, transA, ir, rows, pc, kc, pr)
 				}
@@ -470,10 +470,10 @@ func gemmRegion(kern *kernel, w *workBuf, pa *PackedA, direct bool, transA, tran
 						bp, bs = &b[pc*ldb+jr], ldb
 					}
 					if rows == pr && cols == nr {
-						fn(kc, &ap[0], bp, bs, &c[ir*ldc+jr], ldc, alpha, betaEff)
+						fn(kc, &panel[0], bp, bs, &c[ir*ldc+jr], ldc, alpha, betaEff)
 						continue
 					}
-					fn(kc, &ap[0], bp, bs, &tile[0], nr, alpha, 0)
+					fn(kc, &panel[0], bp, bs, &tile[0], nr, alpha, 0)
 					for i := 0; i < rows; i++ {
 						crow := c[(ir+i)*ldc+jr : (ir+i)*ldc+jr+cols]
 						trow := tile[i*nr : i*nr+cols]
