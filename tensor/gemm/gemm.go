@@ -163,12 +163,20 @@ func Sgemm(transA, transB bool, m, n, k int, alpha float32, a []float32, lda int
 		return
 	}
 	checkLen("A", transA, m, k, a, lda)
+	multiply(activeKernel.Load(), nil, transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
+}
+
+// multiply runs a checked, non-trivial product on the path that suits its
+// size: the plain loop for tiny ones, else the packed one (reading op(A)'s
+// panels from pa when it is not nil), with B read in place when few A
+// panels would reuse a packed copy.
+func multiply(kern *kernel, pa *PackedA, transA, transB bool, m, n, k int, alpha float32, a []float32, lda int, b []float32, ldb int, beta float32, c []float32, ldc int) {
 	if m*n*k < smallMNK {
 		sgemmSmall(transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
 		return
 	}
 	direct := !transB && m <= directMaxM && n <= 2*m
-	sgemmBlocked(activeKernel.Load(), nil, direct, transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
+	sgemmBlocked(kern, pa, direct, transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
 }
 
 // stored returns the stored shape of op(X) (rows×cols): X itself is rows×cols
@@ -307,12 +315,7 @@ func SgemmPackedA(pa *PackedA, transB bool, n int, alpha float32, b []float32, l
 	if !checkBC(transB, m, n, k, alpha, b, ldb, beta, c, ldc) {
 		return
 	}
-	if m*n*k < smallMNK {
-		sgemmSmall(pa.transA, transB, m, n, k, alpha, pa.a, pa.lda, b, ldb, beta, c, ldc)
-		return
-	}
-	direct := !transB && m <= directMaxM && n <= 2*m
-	sgemmBlocked(pa.kern, pa, direct, pa.transA, transB, m, n, k, alpha, pa.a, pa.lda, b, ldb, beta, c, ldc)
+	multiply(pa.kern, pa, pa.transA, transB, m, n, k, alpha, pa.a, pa.lda, b, ldb, beta, c, ldc)
 }
 
 // kcBlock returns the k extent of the blocks k is cut into: even blocks no
