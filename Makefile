@@ -38,9 +38,10 @@ benchmarks: build
 
 bench: benchmarks
 
-# PyTorch golden fixtures (needs Debian's python3-torch).
+# PyTorch golden fixtures (needs Debian's python3-torch; dcaug also python3-scipy).
 fixtures:
 	$(PYTHON) scripts/torch/make_fixtures.py
+	$(PYTHON) scripts/torch/make_dcaug_fixtures.py
 
 # Whole-data accuracy (RESULTS.md): 3 seeds on MNIST and Fashion-MNIST.
 results-train:

@@ -32,6 +32,11 @@ type EvalConfig struct {
 	// parameters; default by data set (DefaultDSAStrategy); "none" for no
 	// augmentation.
 	DSAStrategy string
+	// DCAugment, if set and not "none", trains with DC's own augmentation
+	// instead of DSA (data.DCAug: one of its operations per image, e.g.
+	// data.DCAugStrategyDigits, with which the DC reference evaluates its
+	// MNIST sets); DSAStrategy is then ignored.
+	DCAugment string
 	// CutMix is the probability per training batch of IDC's CutMix
 	// (cutMixBox; the loss mixes the targets by the pasted area); 0: none.
 	CutMix float64
@@ -122,6 +127,13 @@ func Evaluate(syn *SyntheticSet, test *data.Dataset, cfg EvalConfig) (mean, std 
 	if err != nil {
 		return 0, 0, nil, err
 	}
+	dc, err := data.NewDCAug(cfg.DCAugment)
+	if err != nil {
+		return 0, 0, nil, err
+	}
+	if len(dc.Strategy) > 0 {
+		strategy = nil
+	}
 	if _, err := nn.New[float32](cfg.Model, test.ImageShape(), test.Classes, tensor.NewRNG(0, 0)); err != nil {
 		return 0, 0, nil, fmt.Errorf("distill: %w", err)
 	}
@@ -138,7 +150,7 @@ func Evaluate(syn *SyntheticSet, test *data.Dataset, cfg EvalConfig) (mean, std 
 		}
 	}
 	for k := range cfg.Runs {
-		m, err := trainEvalModel(ctx, syn, test, cfg, strategy, k)
+		m, err := trainEvalModel(ctx, syn, test, cfg, strategy, dc, k)
 		if err != nil {
 			return 0, 0, nil, err
 		}
@@ -153,8 +165,9 @@ func Evaluate(syn *SyntheticSet, test *data.Dataset, cfg EvalConfig) (mean, std 
 }
 
 // trainEvalModel trains run k of the evaluation cfg (defaults filled) on
-// syn, in the space of test, and returns the model.
-func trainEvalModel(ctx context.Context, syn *SyntheticSet, test *data.Dataset, cfg EvalConfig, strategy []string, k int) (nn.Model[float32], error) {
+// syn, in the space of test, with the DSA strategy or, if it is not
+// nil and has operations, DC's augmentation dc; it returns the model.
+func trainEvalModel(ctx context.Context, syn *SyntheticSet, test *data.Dataset, cfg EvalConfig, strategy []string, dc *data.DCAug, k int) (nn.Model[float32], error) {
 	m, err := nn.New[float32](cfg.Model, test.ImageShape(), test.Classes, tensor.NewRNG(cfg.Seed, 1000+uint64(k)))
 	if err != nil {
 		return nil, fmt.Errorf("distill: %w", err)
@@ -172,6 +185,12 @@ func trainEvalModel(ctx context.Context, syn *SyntheticSet, test *data.Dataset, 
 		tc.Augment = func(_ *ag.Tape[float32], x *ag.Var[float32]) *ag.Var[float32] {
 			s := x.Shape()
 			return data.Apply(dsa.Sample(rng, s[0], s[2], s[3]), x)
+		}
+	}
+	if dc != nil && len(dc.Strategy) > 0 {
+		rng := tensor.NewRNG(cfg.Seed, 3000+uint64(k))
+		tc.Augment = func(tp *ag.Tape[float32], x *ag.Var[float32]) *ag.Var[float32] {
+			return tp.Const(dc.Apply(rng, x.Value))
 		}
 	}
 	if cfg.CutMix > 0 {

@@ -529,7 +529,7 @@ func TestIDCEvaluation(t *testing.T) {
 	weights := func(p float64) []float32 {
 		cfg := cfg
 		cfg.CutMix = p
-		m, err := trainEvalModel(context.Background(), syn, tst, cfg, strategy, 0)
+		m, err := trainEvalModel(context.Background(), syn, tst, cfg, strategy, nil, 0)
 		if err != nil {
 			t.Fatal(err)
 		}

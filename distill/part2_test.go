@@ -584,7 +584,7 @@ func TestEvaluateUnrolledIsTheInnerLoop(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		got, err := trainEvalModel(context.Background(), set, test, unrolledConfig(context.Background(), set, u, 1, seed, nil), nil, 0)
+		got, err := trainEvalModel(context.Background(), set, test, unrolledConfig(context.Background(), set, u, 1, seed, nil), nil, nil, 0)
 		if err != nil {
 			t.Fatal(err)
 		}

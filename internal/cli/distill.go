@@ -39,14 +39,17 @@ type DistillOptions struct {
 	Resume          bool
 	CheckpointEvery int
 	// Method hyper-parameters (0 or "": the method's reference value).
-	Model         string
-	BatchReal     int
-	LRImg         float64
-	ImageSteps    int
-	OuterLoop     int
-	InnerLoop     int
-	Init          string
-	DSAStrategy   string
+	Model       string
+	BatchReal   int
+	LRImg       float64
+	ImageSteps  int
+	OuterLoop   int
+	InnerLoop   int
+	Init        string
+	DSAStrategy string
+	// DCAugment evaluates with DC's own augmentation instead of DSA
+	// (data.DCAug; "": DSA).
+	DCAugment     string
 	FeatureEpochs int
 	// Gradient-matching options (dc, dsa): distance, DCC's class sum, IDC's
 	// inner loop on real data.
@@ -194,6 +197,7 @@ A run that diverges stops with an error and keeps its last good checkpoint.`,
 	f.IntVar(&o.InnerLoop, "inner-loop", 0, "dc/dsa network epochs between image updates (0: by IPC)")
 	f.StringVar(&o.Init, "init", "", "initial synthetic images: real, noise, or mean (each class's mean image pooled over 4×4 blocks, plus jitter; dm, dc, dsa) (default: noise for dc, real otherwise)")
 	f.StringVar(&o.DSAStrategy, "dsa-strategy", "", "augmentation of dm, dsa and evaluation (default by data set; none to turn off)")
+	f.StringVar(&o.DCAugment, "dc-augment", "", dcAugmentHelp)
 	f.StringVar(&o.MatchDistance, "match-distance", "", "dc/dsa gradient distance: "+strings.Join(distill.Distances(), " or ")+" (default layerwise)")
 	f.BoolVar(&o.ClassSum, "class-sum", false, "dc/dsa: match the sum of the per-class gradients (DCC, survey eq. 25)")
 	f.BoolVar(&o.InnerReal, "inner-real", false, "dc/dsa: train the matching network on real data between image updates (IDC, eq. 27)")
@@ -271,15 +275,19 @@ A run that diverges stops with an error and keeps its last good checkpoint.`,
 
 // EvalRecord is one evaluation of a synthetic set with one model.
 type EvalRecord struct {
-	Iteration int       `json:"iteration"`
-	Model     string    `json:"model"`
-	Runs      int       `json:"runs"`
-	Epochs    int       `json:"epochs"`
-	LR        float64   `json:"lr"`
-	Mean      float64   `json:"acc_mean"`
-	Std       float64   `json:"acc_std"`
-	Accs      []float64 `json:"accs"`
-	WallS     float64   `json:"wall_s"`
+	Iteration int     `json:"iteration"`
+	Model     string  `json:"model"`
+	Runs      int     `json:"runs"`
+	Epochs    int     `json:"epochs"`
+	LR        float64 `json:"lr"`
+	// Augmentation is what the models trained with: "dsa:STRATEGY",
+	// "dc:STRATEGY" (DC's own) or "none"; empty for the krr and unrolled
+	// evaluations, which have none.
+	Augmentation string    `json:"augmentation,omitempty"`
+	Mean         float64   `json:"acc_mean"`
+	Std          float64   `json:"acc_std"`
+	Accs         []float64 `json:"accs"`
+	WallS        float64   `json:"wall_s"`
 }
 
 // DistillReport is report.json.
@@ -304,6 +312,21 @@ type DistillReport struct {
 	EvalWallS        float64      `json:"eval_wall_s"`
 	WallS            float64      `json:"wall_s"`
 	Evals            []EvalRecord `json:"evaluations"`
+}
+
+// dcAugmentHelp is the help of --dc-augment in distill and eval.
+const dcAugmentHelp = "evaluate with DC's own augmentation instead of DSA: one of the operations per image, joined by _ from crop, scale, rotate, noise (crop_scale_rotate: the DC reference's MNIST evaluation)"
+
+// validateEvalAugment checks the evaluation's augmentation flags: a DSA
+// strategy and DC's augmentation, which replaces DSA when given.
+func validateEvalAugment(dsa, dc string) error {
+	if _, err := data.ParseDSAStrategy(dsa); err != nil {
+		return usagef("--dsa-strategy: %v", err)
+	}
+	if _, err := data.NewDCAug(dc); err != nil {
+		return usagef("--dc-augment: %v", err)
+	}
+	return nil
 }
 
 // validateEvalFlags checks the evaluation flags shared by distill and eval.
@@ -373,6 +396,9 @@ func RunDistill(ctx context.Context, o *DistillOptions, stdout, stderr io.Writer
 		o.EvalEpochs = distill.DefaultEvalEpochs(o.Dataset, o.Method)
 	}
 	shape := []int{info.Channels, info.Height, info.Width}
+	if err := validateEvalAugment(o.DSAStrategy, o.DCAugment); err != nil {
+		return err
+	}
 	if err := validateEvalFlags(o.EvalModels, o.EvalRuns, o.EvalEpochs, o.EvalLR, shape, info.Classes); err != nil {
 		return err
 	}
@@ -513,14 +539,14 @@ func RunDistill(ctx context.Context, o *DistillOptions, stdout, stderr io.Writer
 				lr = o.EvalLR // IDC's recipe, not the learned step size
 			}
 			epochs := evalEpochs(m, explicitEvalEpochs, o.Dataset, o.Method)
-			r, err := evalModel(ctx, syn, test, zca, m, o.EvalRuns, epochs, lr, o.Seed, o.Quiet, stderr)
+			r, err := evalModel(ctx, syn, test, zca, evalSpec{model: m, runs: o.EvalRuns, epochs: epochs, lr: lr, dsaStrategy: o.DSAStrategy, dcAugment: o.DCAugment, seed: o.Seed}, o.Quiet, stderr)
 			if err != nil {
 				return err
 			}
 			r.Iteration = it
 			rep.Evals = append(rep.Evals, r)
 			rep.EvalWallS += r.WallS
-			fmt.Fprintf(stdout, "iteration %d  %s  test accuracy %.4f ± %.4f  (%d models × %d epochs)\n", it, m, r.Mean, r.Std, r.Runs, r.Epochs)
+			fmt.Fprintf(stdout, "iteration %d  %s  test accuracy %.4f ± %.4f  (%d models × %d epochs, augmentation %s)\n", it, m, r.Mean, r.Std, r.Runs, r.Epochs, r.Augmentation)
 		}
 		return nil
 	}
@@ -633,19 +659,45 @@ func RunDistill(ctx context.Context, o *DistillOptions, stdout, stderr io.Writer
 	return err
 }
 
-// evalModel trains runs fresh models on syn (in the normalized space) and
-// tests them on test, with a progress display; with zca, both are
-// whitened first. lr 0 selects the protocol's default.
-func evalModel(ctx context.Context, syn *distill.SyntheticSet, test *data.Dataset, zca *distill.ZCA, model string, runs, epochs int, lr float64, seed uint64, quiet bool, stderr io.Writer) (EvalRecord, error) {
+// evalSpec says how evalModel trains its fresh models.
+type evalSpec struct {
+	model        string
+	runs, epochs int
+	lr           float64 // 0: the protocol's default
+	// dsaStrategy augments the training batches: "" is the protocol's
+	// default (the data set's, or IDC's for idc), "none" turns it off.
+	dsaStrategy string
+	// dcAugment, if set and not "none", replaces DSA by DC's augmentation.
+	dcAugment string
+	seed      uint64
+}
+
+// evalModel trains s.runs fresh s.model networks on syn (in the
+// normalized space) and tests them on test, with a progress display; with
+// zca, both are whitened first.
+func evalModel(ctx context.Context, syn *distill.SyntheticSet, test *data.Dataset, zca *distill.ZCA, s evalSpec, quiet bool, stderr io.Writer) (EvalRecord, error) {
 	t0 := time.Now()
+	model, runs, epochs := s.model, s.runs, s.epochs
 	cfg := distill.DefaultEvalConfig(test.Name)
 	cfg.Model = model
 	if model == distill.EvalIDC {
 		cfg = distill.IDCEvalConfig(test.Name, epochs)
 	}
-	cfg.Runs, cfg.Epochs, cfg.Seed, cfg.Context, cfg.ZCA = runs, epochs, seed, ctx, zca
-	if lr > 0 {
-		cfg.LR = lr
+	cfg.Runs, cfg.Epochs, cfg.Seed, cfg.Context, cfg.ZCA = runs, epochs, s.seed, ctx, zca
+	if s.lr > 0 {
+		cfg.LR = s.lr
+	}
+	if s.dsaStrategy != "" {
+		cfg.DSAStrategy = s.dsaStrategy
+	}
+	if cfg.DSAStrategy == "" {
+		cfg.DSAStrategy = distill.DefaultDSAStrategy(test.Name)
+	}
+	augmentation := "dsa:" + cfg.DSAStrategy
+	if dc, err := data.NewDCAug(s.dcAugment); err == nil && len(dc.Strategy) > 0 {
+		cfg.DCAugment, augmentation = dc.String(), "dc:"+dc.String()
+	} else if strings.EqualFold(cfg.DSAStrategy, "none") {
+		augmentation = "none"
 	}
 	bar := newProgress(stderr, "eval "+model, runs*epochs, quiet)
 	cfg.Progress = func(run int, p nn.Progress) {
@@ -661,7 +713,7 @@ func evalModel(ctx context.Context, syn *distill.SyntheticSet, test *data.Datase
 		}
 		return EvalRecord{}, err
 	}
-	return EvalRecord{Model: model, Runs: runs, Epochs: epochs, LR: cfg.LR, Mean: mean, Std: std, Accs: accs, WallS: time.Since(t0).Seconds()}, nil
+	return EvalRecord{Model: model, Runs: runs, Epochs: epochs, LR: cfg.LR, Augmentation: augmentation, Mean: mean, Std: std, Accs: accs, WallS: time.Since(t0).Seconds()}, nil
 }
 
 // evalEpochs returns the epochs each network of model trains for: the

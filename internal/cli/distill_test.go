@@ -372,3 +372,67 @@ func TestMedian(t *testing.T) {
 		}
 	}
 }
+
+// --dsa-strategy and --dc-augment reach the evaluation of `fedsim distill`
+// and of `fedsim eval`: the models train without augmentation under
+// "none", with DC's augmentation under --dc-augment, and so end elsewhere
+// than under the data set's default DSA; each record names the
+// augmentation it trained with. Unknown operations are refused.
+func TestEvalAugmentationFlags(t *testing.T) {
+	evalRecords := func(dsa, dc string) (distill, eval EvalRecord) {
+		t.Helper()
+		dir := t.TempDir()
+		o := tinyDistill("random", dir)
+		// 30 epochs and 2000 test images: the models learn, and their
+		// accuracies are fine enough to tell the augmentations apart.
+		o.DSAStrategy, o.DCAugment, o.EvalRuns, o.EvalEpochs, o.TestLimit = dsa, dc, 1, 30, 2000
+		runDistillOrSkip(t, o)
+		rep := readDistillReport(t, dir)
+		if len(rep.Evals) != 1 {
+			t.Fatalf("--dsa-strategy %q --dc-augment %q: report.json has %d evaluations, want 1", dsa, dc, len(rep.Evals))
+		}
+		var out, errb bytes.Buffer
+		eo := &EvalOptions{Synthetic: filepath.Join(dir, "synthetic.npz"), EvalModels: []string{"convnet-w8"}, EvalRuns: 1,
+			EvalEpochs: 30, Seed: 1, TestLimit: 2000, DSAStrategy: dsa, DCAugment: dc, JSON: true, Quiet: true}
+		if err := RunEval(context.Background(), eo, &out, &errb); err != nil {
+			t.Fatal(err)
+		}
+		var er EvalReport
+		if err := json.Unmarshal(out.Bytes(), &er); err != nil {
+			t.Fatalf("%v: %q", err, out.String())
+		}
+		return rep.Evals[0], er.Evals[0]
+	}
+	type pair struct{ distill, eval EvalRecord }
+	var def, off, dc pair
+	def.distill, def.eval = evalRecords("", "")
+	off.distill, off.eval = evalRecords("none", "")
+	dc.distill, dc.eval = evalRecords("", "crop_scale_rotate")
+	wantDef := "dsa:" + distill.DefaultDSAStrategy("mnist")
+	for _, c := range []struct {
+		name         string
+		def, off, dc EvalRecord
+	}{{"fedsim distill", def.distill, off.distill, dc.distill}, {"fedsim eval", def.eval, off.eval, dc.eval}} {
+		if c.def.Augmentation != wantDef || c.off.Augmentation != "none" || c.dc.Augmentation != "dc:crop_scale_rotate" {
+			t.Errorf("%s: records name augmentations %q, %q and %q, want %q, none and dc:crop_scale_rotate", c.name,
+				c.def.Augmentation, c.off.Augmentation, c.dc.Augmentation, wantDef)
+		}
+		if c.def.Mean == c.off.Mean || c.def.Mean == c.dc.Mean || c.off.Mean == c.dc.Mean {
+			t.Errorf("%s: accuracies %v (DSA), %v (none), %v (DC's): an augmentation flag did not reach the models' training", c.name, c.def.Mean, c.off.Mean, c.dc.Mean)
+		}
+	}
+	// The same set, the same seed and the same augmentation give the same
+	// models through either command.
+	for _, p := range []pair{def, off, dc} {
+		if p.distill.Mean != p.eval.Mean {
+			t.Errorf("fedsim distill and fedsim eval disagree on the same set under %s: %v vs %v", p.distill.Augmentation, p.distill.Mean, p.eval.Mean)
+		}
+	}
+	for _, c := range []struct{ dsa, dc, want string }{{"crop_warp", "", `"warp"`}, {"", "crop_flip", `"flip"`}} {
+		eo := &EvalOptions{Synthetic: "unused.npz", EvalModels: []string{"convnet-w8"}, EvalRuns: 1, DSAStrategy: c.dsa, DCAugment: c.dc}
+		err := RunEval(context.Background(), eo, &bytes.Buffer{}, &bytes.Buffer{})
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("--dsa-strategy %q --dc-augment %q: %v, want an error naming %s", c.dsa, c.dc, err, c.want)
+		}
+	}
+}

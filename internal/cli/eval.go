@@ -28,7 +28,13 @@ type EvalOptions struct {
 	// EvalLR is the models' learning rate (0: 0.01); pass a trajectory-
 	// matching set's learned step size (report.json's learned_step_size)
 	// to evaluate it as MTT does.
-	EvalLR    float64
+	EvalLR float64
+	// DSAStrategy is the augmentation of the models' training batches
+	// ("": the data set's default, as the reference code; "none": off).
+	DSAStrategy string
+	// DCAugment evaluates with DC's own augmentation instead of DSA
+	// (data.DCAug; "": DSA).
+	DCAugment string
 	Seed      uint64
 	TestLimit int
 	// ZCA is the ZCA transform the set was distilled with ("": zca.npz
@@ -58,7 +64,8 @@ func newEvalCmd(stdout, stderr io.Writer) *cobra.Command {
 		Long: `eval applies the DC/DSA/DM papers' evaluation protocol to any synthetic.npz:
 it trains --eval-runs fresh models of each of --eval-models from scratch on
 the synthetic images (SGD lr 0.01, momentum 0.9, weight decay 5e-4, ×0.1 at
-half the epochs, batch 256, DSA augmentation on every batch) and tests them
+half the epochs, batch 256, DSA augmentation on every batch (--dsa-strategy;
+--dc-augment for DC's own)) and tests them
 on the real test split. The data set is recognised from the file's
 normalization constants unless --dataset names it. A set distilled with
 --zca is evaluated in ZCA space: the transform is read from zca.npz beside
@@ -76,6 +83,8 @@ the file (or --zca PATH; --zca none turns it off).`,
 	f.IntVar(&o.EvalRuns, "eval-runs", 5, "models trained per architecture")
 	f.IntVar(&o.EvalEpochs, "eval-epochs", 0, "training epochs per model (0: 1000 for mnist, 300 otherwise, as DC; the reference code of dsa, dm, mtt, ftd and tesla trains 1000, of cafe 600)")
 	f.Float64Var(&o.EvalLR, "eval-lr", 0, "learning rate of the models (0: 0.01; for mtt/ftd/tesla sets, report.json's learned_step_size evaluates as their reference code does)")
+	f.StringVar(&o.DSAStrategy, "dsa-strategy", "", "augmentation of the models' training batches, DSA operations joined by _ (default by data set; none to turn off)")
+	f.StringVar(&o.DCAugment, "dc-augment", "", dcAugmentHelp)
 	f.Uint64Var(&o.Seed, "seed", 1, "random seed")
 	f.IntVar(&o.TestLimit, "test-limit", 0, "test on only the first N test images (0: all)")
 	f.StringVar(&o.ZCA, "zca", "", "ZCA transform of a set distilled with --zca (default: zca.npz beside --synthetic if present; none: off)")
@@ -114,6 +123,9 @@ func RunEval(ctx context.Context, o *EvalOptions, stdout, stderr io.Writer) erro
 		return usagef("--eval-runs %d must be at least 1", o.EvalRuns)
 	case o.TestLimit < 0:
 		return usagef("--test-limit %d must not be negative", o.TestLimit)
+	}
+	if err := validateEvalAugment(o.DSAStrategy, o.DCAugment); err != nil {
+		return err
 	}
 	syn, err := distill.ReadSynthetic(o.Synthetic, 0)
 	if err != nil {
@@ -186,13 +198,14 @@ func RunEval(ctx context.Context, o *EvalOptions, stdout, stderr io.Writer) erro
 		}
 	}
 	for _, m := range o.EvalModels {
-		r, err := evalModel(ctx, syn, test, zca, m, o.EvalRuns, epochsOf(m), o.EvalLR, o.Seed, o.Quiet || o.JSON && !isTerminal(stderr), stderr)
+		r, err := evalModel(ctx, syn, test, zca, evalSpec{model: m, runs: o.EvalRuns, epochs: epochsOf(m), lr: o.EvalLR, dsaStrategy: o.DSAStrategy, dcAugment: o.DCAugment, seed: o.Seed},
+			o.Quiet || o.JSON && !isTerminal(stderr), stderr)
 		if err != nil {
 			return err
 		}
 		rep.Evals = append(rep.Evals, r)
 		if !o.JSON {
-			fmt.Fprintf(stdout, "%s  test accuracy %.4f ± %.4f  (%d models × %d epochs, %.0f s)  %v\n", m, r.Mean, r.Std, r.Runs, r.Epochs, r.WallS, roundAll(r.Accs))
+			fmt.Fprintf(stdout, "%s  test accuracy %.4f ± %.4f  (%d models × %d epochs, augmentation %s, %.0f s)  %v\n", m, r.Mean, r.Std, r.Runs, r.Epochs, r.Augmentation, r.WallS, roundAll(r.Accs))
 		}
 	}
 	if o.JSON {

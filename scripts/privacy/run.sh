@@ -11,7 +11,7 @@
 #   scripts/privacy/run.sh tiny   # smoke test, a few minutes on 2 cores
 #   scripts/privacy/run.sh dm     # without gradient matching, on 5000 images (see README.md)
 #   scripts/privacy/run.sh full   # the comparison (see README.md for time)
-#   scripts/privacy/run.sh small  # dm's comparison on 1000 images (10 clients of 100), targets that remember
+#   scripts/privacy/run.sh small  # the comparison on 1000 images (10 clients of 100), targets that remember
 #
 # Settings can be overridden from the environment (SEEDS, EPSILONS, …).
 set -euo pipefail
@@ -31,7 +31,7 @@ elif [ "$MODE" = full ] || [ "$MODE" = dm ] || [ "$MODE" = small ]; then
 		# online LiRA uses both sides of its 16 shadows. FedAvg gets 30
 		# rounds of 5 local epochs so that it is trained too.
 		OUT=${OUT_SMALL:-$OUT/small}
-		: "${METHODS:=dm}" "${EPSILONS:=1 10}" "${DLG_BATCHES:=1 4}" "${TRAIN_LIMIT:=1000}" "${CLIENTS:=10}" "${FRACTION:=0.5}"
+		: "${METHODS:=dm gm}" "${EPSILONS:=1 10}" "${DLG_BATCHES:=1 4}" "${TRAIN_LIMIT:=1000}" "${CLIENTS:=10}" "${FRACTION:=0.5}"
 		: "${MEMBERS:=500}" "${RAW_EPOCHS:=50}" "${SHADOW_EPOCHS:=50}" "${SHADOWS:=16}" "${LIRA_FLAGS:=--global-variance}"
 		: "${FEDAVG_FLAGS:=--rounds 30 --local-epochs 5}"
 	fi
