@@ -13,6 +13,7 @@ package client
 
 import (
 	"fmt"
+	"math"
 	"slices"
 	"strings"
 
@@ -261,17 +262,26 @@ type Synthetic struct {
 	X      *tensor.Tensor[float32] // (N, C, H, W)
 	Y      []int                   // N labels in [0, K)
 	Counts []int                   // K real-sample counts
+	// Soft, if set, holds learned soft labels: one target distribution
+	// per image (N, K), which training uses in place of Y (Y stays the
+	// class each image stands for).
+	Soft *tensor.Tensor[float32]
 }
 
 // Clone returns a deep copy.
 func (s *Synthetic) Clone() *Synthetic {
-	return &Synthetic{X: s.X.Clone(), Y: slices.Clone(s.Y), Counts: slices.Clone(s.Counts)}
+	c := &Synthetic{X: s.X.Clone(), Y: slices.Clone(s.Y), Counts: slices.Clone(s.Counts)}
+	if s.Soft != nil {
+		c.Soft = s.Soft.Clone()
+	}
+	return c
 }
 
 // Check verifies the set against an image shape (C, H, W) and a class
 // count: N ≥ 1 images of that shape, N labels in [0, classes), finite
-// values, one non-negative count per class, and every label's class has a
-// positive count.
+// values, one non-negative count per class, every label's class has a
+// positive count, and soft labels, if any, are N rows of K probabilities
+// that sum to 1.
 func (s *Synthetic) Check(shape []int, classes int) error {
 	if s == nil || s.X == nil {
 		return fmt.Errorf("synthetic set has no images")
@@ -305,6 +315,30 @@ func (s *Synthetic) Check(shape []int, classes int) error {
 	if j := tensor.FirstNonFinite(x.Data); j >= 0 {
 		sz := len(x.Data) / x.Shape[0]
 		return fmt.Errorf("synthetic image %d has a non-finite value (%v)", j/sz, x.Data[j])
+	}
+	if s.Soft != nil {
+		return CheckSoftLabels(s.Soft, x.Shape[0], classes)
+	}
+	return nil
+}
+
+// CheckSoftLabels verifies soft labels: n rows of classes probabilities
+// that sum to 1 (to within float32 rounding of a softmax).
+func CheckSoftLabels(soft *tensor.Tensor[float32], n, classes int) error {
+	if soft.Rank() != 2 || soft.Shape[0] != n || soft.Shape[1] != classes || len(soft.Data) != n*classes {
+		return fmt.Errorf("soft labels have shape %v: want (%d, %d), one distribution over the classes per image", soft.Shape, n, classes)
+	}
+	for i := range n {
+		sum := 0.0
+		for k, p := range soft.Data[i*classes : (i+1)*classes] {
+			if !(p >= 0 && p <= 1) {
+				return fmt.Errorf("soft label of image %d has probability %v for class %d: want a value in [0, 1]", i, p, k)
+			}
+			sum += float64(p)
+		}
+		if math.Abs(sum-1) > 1e-3 {
+			return fmt.Errorf("soft label of image %d sums to %g: want a distribution that sums to 1", i, sum)
+		}
 	}
 	return nil
 }

@@ -123,16 +123,9 @@ func Evaluate(syn *SyntheticSet, test *data.Dataset, cfg EvalConfig) (mean, std 
 	if err := syn.CheckAgainst(test); err != nil {
 		return 0, 0, nil, err
 	}
-	strategy, err := data.ParseDSAStrategy(cfg.DSAStrategy)
+	strategy, dc, _, err := cfg.augmentation(test.Name)
 	if err != nil {
 		return 0, 0, nil, err
-	}
-	dc, err := data.NewDCAug(cfg.DCAugment)
-	if err != nil {
-		return 0, 0, nil, err
-	}
-	if len(dc.Strategy) > 0 {
-		strategy = nil
 	}
 	if _, err := nn.New[float32](cfg.Model, test.ImageShape(), test.Classes, tensor.NewRNG(0, 0)); err != nil {
 		return 0, 0, nil, fmt.Errorf("distill: %w", err)
@@ -162,6 +155,37 @@ func Evaluate(syn *SyntheticSet, test *data.Dataset, cfg EvalConfig) (mean, std 
 	}
 	mean, std = MeanStd(accs)
 	return mean, std, accs, nil
+}
+
+// Augmentation names what Evaluate trains the models of cfg with on the
+// data set dataset: "dsa:STRATEGY", "dc:STRATEGY" (DC's augmentation, which
+// replaces DSA) or "none".
+func (cfg EvalConfig) Augmentation(dataset string) (string, error) {
+	_, _, label, err := cfg.augmentation(dataset)
+	return label, err
+}
+
+// augmentation resolves cfg's augmentation flags: the DSA strategy (the
+// data set's by default), or DC's augmentation dc if it has operations,
+// and their label (Augmentation).
+func (cfg EvalConfig) augmentation(dataset string) (strategy []string, dc *data.DCAug, label string, err error) {
+	dsa := cfg.DSAStrategy
+	if dsa == "" {
+		dsa = DefaultDSAStrategy(dataset)
+	}
+	if strategy, err = data.ParseDSAStrategy(dsa); err != nil {
+		return nil, nil, "", err
+	}
+	if dc, err = data.NewDCAug(cfg.DCAugment); err != nil {
+		return nil, nil, "", err
+	}
+	switch {
+	case len(dc.Strategy) > 0:
+		return nil, dc, "dc:" + dc.String(), nil
+	case len(strategy) == 0:
+		return nil, dc, "none", nil
+	}
+	return strategy, dc, "dsa:" + dsa, nil
 }
 
 // trainEvalModel trains run k of the evaluation cfg (defaults filled) on

@@ -389,7 +389,11 @@ func synArrays(prefix string, s *client.Synthetic) []array {
 	if s == nil {
 		return nil
 	}
-	return []array{f32Array(prefix+"x", s.X), intArray(prefix+"y", s.Y), intArray(prefix+"counts", s.Counts)}
+	out := []array{f32Array(prefix+"x", s.X), intArray(prefix+"y", s.Y), intArray(prefix+"counts", s.Counts)}
+	if s.Soft != nil {
+		out = append(out, f32Array(prefix+"soft", s.Soft))
+	}
+	return out
 }
 
 // trajArrays names the weights of trajectory point k "traj/k/w/…".
@@ -456,8 +460,9 @@ func collect(arrays []array) (*client.Weights, map[string]*client.Synthetic, []*
 		xa, okx := p["x"]
 		ya, oky := p["y"]
 		ca, okc := p["counts"]
-		if !okx || !oky || !okc || len(p) != 3 {
-			return nil, nil, nil, corrupt("synthetic set %q needs exactly the arrays x, y and counts", "syn/"+key)
+		sa, oks := p["soft"]
+		if !okx || !oky || !okc || len(p) != 3+btoi(oks) {
+			return nil, nil, nil, corrupt("synthetic set %q needs exactly the arrays x, y and counts (and soft, optional)", "syn/"+key)
 		}
 		x, err := tensorOf(xa)
 		if err != nil {
@@ -480,9 +485,25 @@ func collect(arrays []array) (*client.Weights, map[string]*client.Synthetic, []*
 		if len(y) != x.Shape[0] {
 			return nil, nil, nil, corrupt("synthetic set %q has %d images but %d labels", "syn/"+key, x.Shape[0], len(y))
 		}
-		syns[key] = &client.Synthetic{X: x, Y: y, Counts: counts}
+		set := &client.Synthetic{X: x, Y: y, Counts: counts}
+		if oks {
+			if set.Soft, err = tensorOf(sa); err != nil {
+				return nil, nil, nil, err
+			}
+			if err := client.CheckSoftLabels(set.Soft, len(y), len(counts)); err != nil {
+				return nil, nil, nil, corrupt("synthetic set %q: %v", "syn/"+key, err)
+			}
+		}
+		syns[key] = set
 	}
 	return w, syns, traj, nil
+}
+
+func btoi(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
 }
 
 func decodeMeta(a array, v any) error {
@@ -547,6 +568,11 @@ func DecodeResult(frame []byte) (*client.Result, error) {
 	for key, s := range syns {
 		if key != "" {
 			return nil, corrupt("a result carries one synthetic set named syn/x, syn/y, syn/counts (found %q)", "syn/"+key)
+		}
+		if s.Soft != nil {
+			// No client task learns labels, and the server's union of
+			// client sets trains on hard labels: refuse them, not drop them.
+			return nil, corrupt("a result's synthetic set carries soft labels (syn/soft), which no client task produces")
 		}
 		r.Synthetic = s
 	}

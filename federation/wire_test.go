@@ -273,3 +273,70 @@ func FuzzDecode(f *testing.F) {
 		}
 	})
 }
+
+// probs returns a (rows, cols) tensor of v.
+func probs(v []float32, rows, cols int) *tensor.Tensor[float32] {
+	t, err := tensor.FromSlice(v, rows, cols)
+	if err != nil {
+		panic(err)
+	}
+	return t
+}
+
+// softSynthetic is testSynthetic with soft labels.
+func softSynthetic() *client.Synthetic {
+	s := testSynthetic()
+	s.Soft = probs([]float32{0.8, 0.1, 0.1, 0, 0.25, 0.75, 0.5, 0, 0.5}, 3, 3)
+	return s
+}
+
+func TestSnapshotCarriesSoftLabels(t *testing.T) {
+	s := &Snapshot{Meta: []byte(`{}`), Global: testWeights(), ServerSet: softSynthetic()}
+	b, err := EncodeSnapshot(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := DecodeSnapshot(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.ServerSet.Soft == nil || !slices.Equal(got.ServerSet.Soft.Data, s.ServerSet.Soft.Data) || !slices.Equal(got.ServerSet.Soft.Shape, []int{3, 3}) {
+		t.Fatalf("soft labels came back as %v", got.ServerSet.Soft)
+	}
+	// Without soft labels the set comes back without them.
+	s.ServerSet = testSynthetic()
+	if b, err = EncodeSnapshot(s); err != nil {
+		t.Fatal(err)
+	}
+	if got, err = DecodeSnapshot(b); err != nil || got.ServerSet.Soft != nil {
+		t.Fatalf("hard-labelled set: soft %v, err %v", got.ServerSet.Soft, err)
+	}
+
+	for name, soft := range map[string]*tensor.Tensor[float32]{
+		"sums to 0.9":    probs([]float32{0.8, 0.1, 0, 0, 0.25, 0.75, 0.5, 0, 0.5}, 3, 3),
+		"probability":    probs([]float32{1.5, -0.5, 0, 0, 0.25, 0.75, 0.5, 0, 0.5}, 3, 3),
+		"shape [3 2]":    probs([]float32{1, 0, 0, 1, 1, 0}, 3, 2),
+		"non-finite NaN": probs([]float32{float32(math.NaN()), 0, 1, 0, 0, 1, 0, 0, 1}, 3, 3),
+	} {
+		s.ServerSet = softSynthetic()
+		s.ServerSet.Soft = soft
+		b, err := EncodeSnapshot(s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := DecodeSnapshot(b); !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), strings.Fields(name)[0]) {
+			t.Errorf("soft labels that fail on %s: %v", name, err)
+		}
+	}
+
+	// A client result with soft labels is refused, not silently dropped.
+	r := testResult()
+	r.Synthetic = softSynthetic()
+	b, err = EncodeResult(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := DecodeResult(b); !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), "soft labels") {
+		t.Fatalf("result with soft labels: %v", err)
+	}
+}

@@ -45,8 +45,15 @@ type DynaFed struct {
 	IPC, Iterations int
 	// LRImg is the images' learning rate, LRInit the student's initial
 	// step size α, LRLR α's learning rate; Momentum is the momentum of all
-	// three (MTT: 0.5).
+	// of them (MTT: 0.5).
 	LRImg, LRInit, LRLR, Momentum float64
+	// SoftLabels makes the labels learnable, as the DynaFed authors' code
+	// does: each image carries label logits that descend the matching
+	// loss beside the images (learning rate LRLabel), and the fine-tuning
+	// trains on their softmax. The logits start at ln(9(K−1)) for the
+	// image's class and 0 elsewhere, a distribution with 0.9 on the class.
+	SoftLabels bool
+	LRLabel    float64
 	// Steps, BatchSize, LR, Momentum (0.9) and WeightDecay (5e-4)
 	// configure the fine-tuning after every aggregation.
 	Steps, BatchSize int
@@ -83,6 +90,9 @@ func (d *DynaFed) Validate() error {
 			break
 		}
 	}
+	if d.SoftLabels && (!(d.LRLabel > 0) || math.IsInf(d.LRLabel, 0)) {
+		errs = append(errs, fmt.Errorf("server: DynaFed soft-label learning rate %g: want a positive finite number", d.LRLabel))
+	}
 	if !(d.LRLR >= 0) || !(d.Momentum >= 0 && d.Momentum < 1) {
 		errs = append(errs, fmt.Errorf("server: DynaFed step-size learning rate %g and momentum %g: want ≥ 0 and in [0, 1)", d.LRLR, d.Momentum))
 	}
@@ -114,7 +124,8 @@ func (d *DynaFed) Refine(ctx context.Context, round int, global nn.Model[float32
 	if st.ServerSet == nil || round == 0 || d.Steps == 0 {
 		return nil
 	}
-	fit := setTraining{Steps: d.Steps, BatchSize: d.BatchSize, LR: d.LR, Momentum: 0.9, WeightDecay: 5e-4, DSAStrategy: d.DSAStrategy}
+	fit := setTraining{Steps: d.Steps, BatchSize: d.BatchSize, LR: d.LR, Momentum: 0.9, WeightDecay: 5e-4, DSAStrategy: d.DSAStrategy,
+		SoftTargets: st.ServerSet.Soft}
 	set := &nn.TensorDataset[float32]{X: st.ServerSet.X, Y: st.ServerSet.Y}
 	if _, err := fit.train(ctx, global, set, tensor.NewRNG(d.Seed, streamDynaFed+uint64(round))); err != nil {
 		return fmt.Errorf("server: DynaFed fine-tuning: %w", err)
@@ -161,6 +172,14 @@ func (d *DynaFed) distill(ctx context.Context, traj []*client.Weights) (*client.
 	} else if len(strategy) > 0 {
 		each = &data.DSA{Strategy: strategy, Params: data.DefaultDSAParams()}
 	}
+	var logits, logitVel *tensor.Tensor[float32]
+	if d.SoftLabels {
+		logits, logitVel = tensor.New[float32](n, d.Classes), tensor.New[float32](n, d.Classes)
+		on := float32(math.Log(9 * float64(max(1, d.Classes-1))))
+		for i, c := range y {
+			logits.Data[i*d.Classes+c] = on
+		}
+	}
 	vel := tensor.New[float32](x.Shape...)
 	lr, lrVel := d.LRInit, 0.0
 	mu := float32(d.Momentum)
@@ -171,19 +190,26 @@ func (d *DynaFed) distill(ctx context.Context, traj []*client.Weights) (*client.
 		rng := tensor.NewRNG(d.Seed, streamDynaFedIter+uint64(it))
 		start := rng.IntN(len(traj) - d.Span)
 		theta0, target := params(start), params(start+d.Span)
-		task := &distill.TrajectoryTask[float32]{Model: student, Start: theta0, Target: target, Denom: distill.ParamDistance(theta0, target), Y: y}
+		task := &distill.TrajectoryTask[float32]{Model: student, Start: theta0, Target: target, Denom: distill.ParamDistance(theta0, target), Y: y, SoftY: logits}
 		task.Batches, task.Augs = distill.StudentBatches(rng, x.Shape, d.BatchSyn, d.SynSteps, each)
 		g, err := distill.UnrolledMatchGrad(task, x, lr)
 		if err != nil {
 			return nil, fmt.Errorf("server: DynaFed distillation, iteration %d (start round %d): %w", it, start, err)
 		}
-		if math.IsNaN(g.Loss) || math.IsInf(g.Loss, 0) || math.IsNaN(g.LR) || math.IsInf(g.LR, 0) || tensor.FirstNonFinite(g.X.Data) >= 0 {
+		if math.IsNaN(g.Loss) || math.IsInf(g.Loss, 0) || math.IsNaN(g.LR) || math.IsInf(g.LR, 0) || tensor.FirstNonFinite(g.X.Data) >= 0 ||
+			(g.SoftY != nil && tensor.FirstNonFinite(g.SoftY.Data) >= 0) {
 			return nil, fmt.Errorf("server: DynaFed distillation diverged at iteration %d (loss %v): lower the image learning rate %g or the initial step size %g", it, g.Loss, d.LRImg, d.LRInit)
 		}
 		d.losses = append(d.losses, g.Loss)
 		for k, v := range g.X.Data {
 			vel.Data[k] = mu*vel.Data[k] + v
 			x.Data[k] -= float32(d.LRImg) * vel.Data[k]
+		}
+		if logits != nil {
+			for k, v := range g.SoftY.Data {
+				logitVel.Data[k] = mu*logitVel.Data[k] + v
+				logits.Data[k] -= float32(d.LRLabel) * logitVel.Data[k]
+			}
 		}
 		lrVel = d.Momentum*lrVel + g.LR
 		// α stays positive: a step size that crosses zero would make the
@@ -194,5 +220,10 @@ func (d *DynaFed) distill(ctx context.Context, traj []*client.Weights) (*client.
 	for k := range counts {
 		counts[k] = d.IPC // the set stands for every class equally
 	}
-	return &client.Synthetic{X: x, Y: y, Counts: counts}, nil
+	set := &client.Synthetic{X: x, Y: y, Counts: counts}
+	if logits != nil {
+		set.Soft = tensor.New[float32](n, d.Classes)
+		tensor.Softmax(set.Soft, logits)
+	}
+	return set, nil
 }

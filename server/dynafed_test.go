@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"math"
 	"slices"
 	"strings"
 	"testing"
@@ -143,5 +144,64 @@ func TestDynaFedErrors(t *testing.T) {
 	d = testDynaFed()
 	if err := d.Refine(context.Background(), 2, newModel(t), &State{}); err == nil || !strings.Contains(err.Error(), "trajectory") {
 		t.Fatalf("refining round 2 without rounds 0 and 1: %v", err)
+	}
+}
+
+// TestDynaFedSoftLabels checks that learned labels leave their start, stay
+// distributions and drive the fine-tuning.
+func TestDynaFedSoftLabels(t *testing.T) {
+	d := testDynaFed()
+	d.SoftLabels, d.LRLabel = true, 20
+	if err := d.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	st := &State{}
+	m := record(t, d, st)
+	set := st.ServerSet
+	if set.Soft == nil {
+		t.Fatal("soft labels asked for, none made")
+	}
+	if err := set.Check(shape, 3); err != nil {
+		t.Fatal(err)
+	}
+	// At the start each row puts 0.9 on its class (logit ln 18 against 0).
+	moved := 0.0
+	for i, c := range set.Y {
+		for k := range 3 {
+			want := 0.05
+			if k == c {
+				want = 0.9
+			}
+			moved = max(moved, math.Abs(float64(set.Soft.Data[i*3+k])-want))
+		}
+	}
+	if !(moved > 1e-3) {
+		t.Fatalf("soft labels moved by at most %g from their start", moved)
+	}
+	t.Logf("soft labels moved by up to %.4f", moved)
+
+	// The fine-tuning trains on the soft labels: other labels, other model.
+	fine := func(soft *tensor.Tensor[float32]) []float32 {
+		s := &State{ServerSet: &client.Synthetic{X: set.X, Y: set.Y, Counts: set.Counts, Soft: soft}}
+		mm := newModel(t)
+		if err := client.WeightsOf(m).Load(mm); err != nil {
+			t.Fatal(err)
+		}
+		if err := d.Refine(context.Background(), d.Record+1, mm, s); err != nil {
+			t.Fatal(err)
+		}
+		return client.WeightsOf(mm).Tensors[0].Data
+	}
+	uniform := tensor.New[float32](set.Soft.Shape...)
+	for i := range uniform.Data {
+		uniform.Data[i] = 1.0 / 3
+	}
+	if slices.Equal(fine(set.Soft), fine(uniform)) {
+		t.Fatal("fine-tuning on learned and on uniform soft labels gave the same model: the soft labels are not used")
+	}
+
+	d.LRLabel = 0
+	if err := d.Validate(); err == nil || !strings.Contains(err.Error(), "soft-label learning rate 0") {
+		t.Fatalf("soft labels with learning rate 0: %v", err)
 	}
 }

@@ -211,6 +211,8 @@ type setTraining struct {
 	Steps, BatchSize          int
 	LR, Momentum, WeightDecay float64
 	DSAStrategy               string
+	// SoftTargets, if set, replaces the set's labels (nn.TrainConfig).
+	SoftTargets *tensor.Tensor[float32]
 }
 
 // train runs the training with seeds drawn from rng and returns the last
@@ -218,7 +220,7 @@ type setTraining struct {
 func (f setTraining) train(ctx context.Context, global nn.Model[float32], set nn.Dataset[float32], rng *tensor.RNG) (float64, error) {
 	perEpoch := (set.Len() + f.BatchSize - 1) / f.BatchSize
 	tc := nn.TrainConfig[float32]{Epochs: max(1, (f.Steps+perEpoch-1)/perEpoch), BatchSize: f.BatchSize, LR: f.LR, Momentum: f.Momentum,
-		WeightDecay: f.WeightDecay, Schedule: nn.CosineLR{}, Seed: rng.Uint64(), Context: ctx}
+		WeightDecay: f.WeightDecay, Schedule: nn.CosineLR{}, Seed: rng.Uint64(), Context: ctx, SoftTargets: f.SoftTargets}
 	strategy, err := data.ParseDSAStrategy(f.DSAStrategy)
 	if err != nil {
 		return 0, err

@@ -86,17 +86,20 @@ type Config struct {
 	// student steps against the model ServerTMSpan rounds ahead; images'
 	// learning rate ServerTMLRImg, initial student step size ServerTMLR),
 	// then fine-tunes every aggregated model on them for ServerTMSteps SGD
-	// steps with learning rate ServerTMFineLR.
-	ServerTM         bool    `yaml:"server_tm" json:"server_tm"`
-	ServerTMRounds   int     `yaml:"server_tm_rounds" json:"server_tm_rounds"`
-	ServerTMSpan     int     `yaml:"server_tm_span" json:"server_tm_span"`
-	ServerTMSynSteps int     `yaml:"server_tm_syn_steps" json:"server_tm_syn_steps"`
-	ServerTMIPC      int     `yaml:"server_tm_ipc" json:"server_tm_ipc"`
-	ServerTMIters    int     `yaml:"server_tm_iters" json:"server_tm_iters"`
-	ServerTMLRImg    float64 `yaml:"server_tm_lr_img" json:"server_tm_lr_img"`
-	ServerTMLR       float64 `yaml:"server_tm_lr" json:"server_tm_lr"`
-	ServerTMSteps    int     `yaml:"server_tm_steps" json:"server_tm_steps"`
-	ServerTMFineLR   float64 `yaml:"server_tm_fine_lr" json:"server_tm_fine_lr"`
+	// steps with learning rate ServerTMFineLR. ServerTMSoftLabels learns
+	// the set's labels too (learning rate ServerTMLRLabel).
+	ServerTM           bool    `yaml:"server_tm" json:"server_tm"`
+	ServerTMRounds     int     `yaml:"server_tm_rounds" json:"server_tm_rounds"`
+	ServerTMSpan       int     `yaml:"server_tm_span" json:"server_tm_span"`
+	ServerTMSynSteps   int     `yaml:"server_tm_syn_steps" json:"server_tm_syn_steps"`
+	ServerTMIPC        int     `yaml:"server_tm_ipc" json:"server_tm_ipc"`
+	ServerTMIters      int     `yaml:"server_tm_iters" json:"server_tm_iters"`
+	ServerTMLRImg      float64 `yaml:"server_tm_lr_img" json:"server_tm_lr_img"`
+	ServerTMLR         float64 `yaml:"server_tm_lr" json:"server_tm_lr"`
+	ServerTMSteps      int     `yaml:"server_tm_steps" json:"server_tm_steps"`
+	ServerTMFineLR     float64 `yaml:"server_tm_fine_lr" json:"server_tm_fine_lr"`
+	ServerTMSoftLabels bool    `yaml:"server_tm_soft_labels" json:"server_tm_soft_labels"`
+	ServerTMLRLabel    float64 `yaml:"server_tm_lr_label" json:"server_tm_lr_label"`
 
 	// Dropout is the probability that a sampled client never answers;
 	// Stragglers the probability that it answers after the deadline.
@@ -152,7 +155,8 @@ func DefaultConfig() Config {
 		ServerSteps: 150, ServerBatch: 256, ServerLR: 0.05, ServerDSA: "auto",
 		ServerTMRounds: 5, ServerTMSpan: 2, ServerTMSynSteps: 20, ServerTMIPC: 10, ServerTMIters: 100,
 		ServerTMLRImg: 100, ServerTMLR: 0.01, ServerTMSteps: 50, ServerTMFineLR: 0.01,
-		DPDelta: 1e-5, DPSampleRate: 1, DPInitClip: distill.DefaultDPInitClip, DPInitNoise: distill.DefaultDPInitNoise,
+		ServerTMLRLabel: 2,
+		DPDelta:         1e-5, DPSampleRate: 1, DPInitClip: distill.DefaultDPInitClip, DPInitNoise: distill.DefaultDPInitNoise,
 		Seed: 1, Out: "fedsim-out", Grids: 3,
 	}
 }
@@ -330,6 +334,9 @@ func (c Config) Resolve() (Config, error) {
 		if c.ServerTMSynSteps < 1 || c.ServerTMIPC < 1 || c.ServerTMIters < 0 || c.ServerTMSteps < 0 {
 			bad("server_tm_syn_steps %d, server_tm_ipc %d, server_tm_iters %d, server_tm_steps %d: want ≥ 1, ≥ 1, ≥ 0, ≥ 0",
 				c.ServerTMSynSteps, c.ServerTMIPC, c.ServerTMIters, c.ServerTMSteps)
+		}
+		if c.ServerTMSoftLabels && (!(c.ServerTMLRLabel > 0) || math.IsInf(c.ServerTMLRLabel, 0)) {
+			bad("server_tm_lr_label %g: want a positive number", c.ServerTMLRLabel)
 		}
 		for _, v := range []float64{c.ServerTMLRImg, c.ServerTMLR, c.ServerTMFineLR} {
 			if !(v > 0) || math.IsInf(v, 0) {

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"image/color"
+	"math"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -14,6 +15,7 @@ import (
 	"gonum.org/v1/plot/plotter"
 	"gonum.org/v1/plot/vg"
 
+	"github.com/fedsim/fedsim/client"
 	"github.com/fedsim/fedsim/data"
 	"github.com/fedsim/fedsim/distill"
 	"github.com/fedsim/fedsim/federation"
@@ -21,6 +23,7 @@ import (
 	"github.com/fedsim/fedsim/internal/parallel"
 	"github.com/fedsim/fedsim/nn"
 	"github.com/fedsim/fedsim/server"
+	"github.com/fedsim/fedsim/tensor"
 )
 
 func workers(n int) int {
@@ -135,7 +138,36 @@ func writeOutputs(cfg Config, srv *server.Server, train *data.Dataset, ms []Metr
 		}
 		files = append(files, name)
 	}
+	if s := srv.State().ServerSet; s != nil {
+		names, err := writeServerSet(cfg.Out, s, train)
+		if err != nil {
+			return nil, err
+		}
+		files = append(files, names...)
+	}
 	return files, nil
+}
+
+// writeServerSet saves the server's own synthetic set (DynaFed) as
+// ServerSetFile, in the contract of fedsim distill's synthetic.npz so
+// that fedsim eval scores it, and draws it as ServerGridPlot.
+func writeServerSet(dir string, s *client.Synthetic, train *data.Dataset) ([]string, error) {
+	set := &distill.SyntheticSet{X: s.X, Y: s.Y, Mean: train.Mean, Std: train.Std, Classes: train.Classes}
+	if s.Soft != nil {
+		// The file's y_soft holds logits (distill.SyntheticSet); ln p is
+		// one whose softmax is p.
+		set.YSoft = tensor.New[float32](s.Soft.Shape...)
+		for i, p := range s.Soft.Data {
+			set.YSoft.Data[i] = float32(math.Log(max(float64(p), 1e-30)))
+		}
+	}
+	if err := set.Save(filepath.Join(dir, ServerSetFile)); err != nil {
+		return nil, err
+	}
+	if err := distill.WriteGrid(filepath.Join(dir, ServerGridPlot), set); err != nil {
+		return nil, err
+	}
+	return []string{ServerSetFile, ServerGridPlot}, nil
 }
 
 func linePlot(path, title, xlabel string, pts plotter.XYs) error {

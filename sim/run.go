@@ -109,6 +109,10 @@ const (
 	GlobalFile     = "global.npz"
 	AccRoundPlot   = "accuracy_round.png"
 	AccBytesPlot   = "accuracy_upload_bytes.png"
+	// ServerSetFile and ServerGridPlot hold the server's synthetic set
+	// (server-side trajectory matching).
+	ServerSetFile  = "server_synthetic.npz"
+	ServerGridPlot = "server_synthetic.png"
 )
 
 // Random streams of the simulation (with Config.Seed).
@@ -414,6 +418,7 @@ func refinerOf(cfg Config, shape []int, classes int) server.Refiner {
 	}
 	return &server.DynaFed{Record: cfg.ServerTMRounds, Span: cfg.ServerTMSpan, SynSteps: cfg.ServerTMSynSteps,
 		IPC: cfg.ServerTMIPC, Iterations: cfg.ServerTMIters, LRImg: cfg.ServerTMLRImg, LRInit: cfg.ServerTMLR, LRLR: 1e-5, Momentum: 0.5,
+		SoftLabels: cfg.ServerTMSoftLabels, LRLabel: cfg.ServerTMLRLabel,
 		Steps: cfg.ServerTMSteps, BatchSize: cfg.ServerBatch, LR: cfg.ServerTMFineLR, DSAStrategy: cfg.ServerDSA,
 		Model: cfg.Model, ImageShape: shape, Classes: classes, Seed: cfg.Seed}
 }

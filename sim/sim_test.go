@@ -12,6 +12,7 @@ import (
 	"testing"
 
 	"github.com/fedsim/fedsim/client"
+	"github.com/fedsim/fedsim/distill"
 )
 
 // tiny is a fast experiment on a small MNIST slice.
@@ -124,7 +125,7 @@ func TestSameSeedSameMetrics(t *testing.T) {
 }
 
 func TestResumeEqualsUninterrupted(t *testing.T) {
-	for _, strategy := range []string{"oneshot", "fedavg", "dynafed", "feddm-dp"} {
+	for _, strategy := range []string{"oneshot", "fedavg", "dynafed", "dynafed-soft", "feddm-dp"} {
 		t.Run(strategy, func(t *testing.T) {
 			full, part := t.TempDir(), t.TempDir()
 			cfg := tiny(t, full)
@@ -141,6 +142,12 @@ func TestResumeEqualsUninterrupted(t *testing.T) {
 				// the trajectory back, and round 2 distills and fine-tunes.
 				cfg.Distill, cfg.Strategy = "none", "dynafed"
 				cfg.ServerTMRounds, cfg.ServerTMSpan, cfg.ServerTMIters, cfg.ServerTMSynSteps, cfg.ServerTMIPC, cfg.ServerTMSteps = 2, 1, 3, 2, 1, 3
+			case "dynafed-soft":
+				// The set and its learned labels are made after round 1:
+				// the checkpoint must carry the labels into round 2's
+				// fine-tuning.
+				cfg.Distill, cfg.Strategy, cfg.ServerTMSoftLabels, cfg.ServerTMLRLabel = "none", "dynafed", true, 50
+				cfg.ServerTMRounds, cfg.ServerTMSpan, cfg.ServerTMIters, cfg.ServerTMSynSteps, cfg.ServerTMIPC, cfg.ServerTMSteps = 1, 1, 3, 2, 1, 3
 			}
 			run(t, cfg, Options{})
 			cfg.Out, cfg.Rounds = part, 1
@@ -162,6 +169,15 @@ func TestResumeEqualsUninterrupted(t *testing.T) {
 			gb, _ := os.ReadFile(filepath.Join(part, GlobalFile))
 			if !bytes.Equal(ga, gb) {
 				t.Fatal("resumed run ends with different weights")
+			}
+			if strings.HasPrefix(strategy, "dynafed") {
+				syn, err := distill.ReadSynthetic(filepath.Join(part, ServerSetFile), 0)
+				if err != nil {
+					t.Fatalf("server set: %v", err)
+				}
+				if soft := syn.YSoft != nil; soft != cfg.ServerTMSoftLabels {
+					t.Fatalf("server set with soft labels %v, want %v", soft, cfg.ServerTMSoftLabels)
+				}
 			}
 			cfg.Model = "convnet-w4"
 			if _, err := Run(context.Background(), cfg, Options{Resume: true}); err == nil {

@@ -690,14 +690,10 @@ func evalModel(ctx context.Context, syn *distill.SyntheticSet, test *data.Datase
 	if s.dsaStrategy != "" {
 		cfg.DSAStrategy = s.dsaStrategy
 	}
-	if cfg.DSAStrategy == "" {
-		cfg.DSAStrategy = distill.DefaultDSAStrategy(test.Name)
-	}
-	augmentation := "dsa:" + cfg.DSAStrategy
-	if dc, err := data.NewDCAug(s.dcAugment); err == nil && len(dc.Strategy) > 0 {
-		cfg.DCAugment, augmentation = dc.String(), "dc:"+dc.String()
-	} else if strings.EqualFold(cfg.DSAStrategy, "none") {
-		augmentation = "none"
+	cfg.DCAugment = s.dcAugment
+	augmentation, err := cfg.Augmentation(test.Name)
+	if err != nil {
+		return EvalRecord{}, err
 	}
 	bar := newProgress(stderr, "eval "+model, runs*epochs, quiet)
 	cfg.Progress = func(run int, p nn.Progress) {

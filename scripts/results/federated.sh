@@ -12,12 +12,15 @@
 #             model: FedAvg (40 rounds) vs one-shot DM; upload bytes to 95 %
 #   dynafed   Fashion-MNIST, 80 clients, per-client Dirichlet α 0.01: FedAvg vs
 #             FedAvg + server-side trajectory matching (configs/*dir001*, dynafed-fmnist)
+#   dynafed-variants  the same server-side matching with the earlier setting
+#             (5-round trajectory, 200 iterations: dynafed-L5), and both settings
+#             with learned soft labels (dynafed-L5-soft, dynafed-soft)
 #   scale     1000 simulated clients (MNIST, one-shot DM, 10 rounds of 10 %: every
 #             client distills once): peak memory
 # Extra flags for every run can be passed in RUN_FLAGS; GOMAXPROCS is honoured.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-exp=${1:?usage: federated.sh default|cluster|upload|dynafed|scale [seeds]}
+exp=${1:?usage: federated.sh default|cluster|upload|dynafed|dynafed-variants|scale [seeds]}
 seeds=${2:-"1 2 3"}
 out=${RESULTS_OUT:-results/federated}/$exp
 mkdir -p "$out"
@@ -47,10 +50,16 @@ for s in $seeds; do
   dynafed)
     run fedavg "$s" run --config configs/fedavg-fmnist-dir001.yaml
     run dynafed "$s" run --config configs/dynafed-fmnist.yaml ;;
+  dynafed-variants)
+    l5=(--server-tm-rounds 5 --server-tm-iters 200)
+    soft=(--server-tm-soft-labels --server-tm-lr-label 10)
+    run dynafed-L5 "$s" run --config configs/dynafed-fmnist.yaml "${l5[@]}"
+    run dynafed-L5-soft "$s" run --config configs/dynafed-fmnist.yaml "${l5[@]}" "${soft[@]}"
+    run dynafed-soft "$s" run --config configs/dynafed-fmnist.yaml "${soft[@]}" ;;
   scale)
     run dm1000 "$s" run --clients 1000 --fraction 0.1 --rounds 10 --distill dm ;;
   *)
-    echo "federated.sh: unknown experiment $exp (want default, cluster, upload, dynafed or scale)" >&2; exit 2 ;;
+    echo "federated.sh: unknown experiment $exp (want default, cluster, upload, dynafed, dynafed-variants or scale)" >&2; exit 2 ;;
   esac
 done
 /usr/bin/python3 scripts/results/fedsum.py --target 0.95 "$out"
