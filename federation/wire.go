@@ -461,7 +461,11 @@ func collect(arrays []array) (*client.Weights, map[string]*client.Synthetic, []*
 		ya, oky := p["y"]
 		ca, okc := p["counts"]
 		sa, oks := p["soft"]
-		if !okx || !oky || !okc || len(p) != 3+btoi(oks) {
+		arrays := 3
+		if oks {
+			arrays = 4
+		}
+		if !okx || !oky || !okc || len(p) != arrays {
 			return nil, nil, nil, corrupt("synthetic set %q needs exactly the arrays x, y and counts (and soft, optional)", "syn/"+key)
 		}
 		x, err := tensorOf(xa)
@@ -497,13 +501,6 @@ func collect(arrays []array) (*client.Weights, map[string]*client.Synthetic, []*
 		syns[key] = set
 	}
 	return w, syns, traj, nil
-}
-
-func btoi(b bool) int {
-	if b {
-		return 1
-	}
-	return 0
 }
 
 func decodeMeta(a array, v any) error {

@@ -97,13 +97,19 @@ func TestResultRoundTrip(t *testing.T) {
 	}
 }
 
-func TestSnapshotRoundTrip(t *testing.T) {
-	s := &Snapshot{Meta: []byte(`{"round":4}`), Global: testWeights(), Synthetic: map[int]*client.Synthetic{3: testSynthetic(), 12: testSynthetic()}}
+// snapshotRoundTrip encodes s (which must succeed) and decodes it.
+func snapshotRoundTrip(t *testing.T, s *Snapshot) (*Snapshot, error) {
+	t.Helper()
 	b, err := EncodeSnapshot(s)
 	if err != nil {
 		t.Fatal(err)
 	}
-	got, err := DecodeSnapshot(b)
+	return DecodeSnapshot(b)
+}
+
+func TestSnapshotRoundTrip(t *testing.T) {
+	s := &Snapshot{Meta: []byte(`{"round":4}`), Global: testWeights(), Synthetic: map[int]*client.Synthetic{3: testSynthetic(), 12: testSynthetic()}}
+	got, err := snapshotRoundTrip(t, s)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -117,11 +123,7 @@ func TestSnapshotCarriesServerState(t *testing.T) {
 	w1.Tensors[0].Data[0] = 42
 	s := &Snapshot{Meta: []byte(`{}`), Global: testWeights(), Synthetic: map[int]*client.Synthetic{0: testSynthetic()},
 		Trajectory: []*client.Weights{w0, w1}, ServerSet: testSynthetic()}
-	b, err := EncodeSnapshot(s)
-	if err != nil {
-		t.Fatal(err)
-	}
-	got, err := DecodeSnapshot(b)
+	got, err := snapshotRoundTrip(t, s)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -152,6 +154,10 @@ func TestSnapshotCarriesServerState(t *testing.T) {
 		t.Fatalf("a task with a trajectory decoded (err %v)", err)
 	}
 	// Trajectory points out of order are corrupt.
+	b, err := EncodeSnapshot(s)
+	if err != nil {
+		t.Fatal(err)
+	}
 	snap, _ := decodeFrame(b, KindSnapshot)
 	var shuffled []array
 	for _, a := range snap {
@@ -292,11 +298,7 @@ func softSynthetic() *client.Synthetic {
 
 func TestSnapshotCarriesSoftLabels(t *testing.T) {
 	s := &Snapshot{Meta: []byte(`{}`), Global: testWeights(), ServerSet: softSynthetic()}
-	b, err := EncodeSnapshot(s)
-	if err != nil {
-		t.Fatal(err)
-	}
-	got, err := DecodeSnapshot(b)
+	got, err := snapshotRoundTrip(t, s)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -305,10 +307,7 @@ func TestSnapshotCarriesSoftLabels(t *testing.T) {
 	}
 	// Without soft labels the set comes back without them.
 	s.ServerSet = testSynthetic()
-	if b, err = EncodeSnapshot(s); err != nil {
-		t.Fatal(err)
-	}
-	if got, err = DecodeSnapshot(b); err != nil || got.ServerSet.Soft != nil {
+	if got, err = snapshotRoundTrip(t, s); err != nil || got.ServerSet.Soft != nil {
 		t.Fatalf("hard-labelled set: soft %v, err %v", got.ServerSet.Soft, err)
 	}
 
@@ -320,11 +319,7 @@ func TestSnapshotCarriesSoftLabels(t *testing.T) {
 	} {
 		s.ServerSet = softSynthetic()
 		s.ServerSet.Soft = soft
-		b, err := EncodeSnapshot(s)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := DecodeSnapshot(b); !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), strings.Fields(name)[0]) {
+		if _, err := snapshotRoundTrip(t, s); !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), strings.Fields(name)[0]) {
 			t.Errorf("soft labels that fail on %s: %v", name, err)
 		}
 	}
@@ -332,7 +327,7 @@ func TestSnapshotCarriesSoftLabels(t *testing.T) {
 	// A client result with soft labels is refused, not silently dropped.
 	r := testResult()
 	r.Synthetic = softSynthetic()
-	b, err = EncodeResult(r)
+	b, err := EncodeResult(r)
 	if err != nil {
 		t.Fatal(err)
 	}

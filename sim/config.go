@@ -154,9 +154,8 @@ func DefaultConfig() Config {
 		LocalEpochs: 1, LocalBatch: 32, LocalLR: 0.01, Mu: 0.01,
 		ServerSteps: 150, ServerBatch: 256, ServerLR: 0.05, ServerDSA: "auto",
 		ServerTMRounds: 5, ServerTMSpan: 2, ServerTMSynSteps: 20, ServerTMIPC: 10, ServerTMIters: 100,
-		ServerTMLRImg: 100, ServerTMLR: 0.01, ServerTMSteps: 50, ServerTMFineLR: 0.01,
-		ServerTMLRLabel: 2,
-		DPDelta:         1e-5, DPSampleRate: 1, DPInitClip: distill.DefaultDPInitClip, DPInitNoise: distill.DefaultDPInitNoise,
+		ServerTMLRImg: 100, ServerTMLR: 0.01, ServerTMSteps: 50, ServerTMFineLR: 0.01, ServerTMLRLabel: 2,
+		DPDelta: 1e-5, DPSampleRate: 1, DPInitClip: distill.DefaultDPInitClip, DPInitNoise: distill.DefaultDPInitNoise,
 		Seed: 1, Out: "fedsim-out", Grids: 3,
 	}
 }
