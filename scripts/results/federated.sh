@@ -15,12 +15,13 @@
 #   dynafed-variants  the same server-side matching with the earlier setting
 #             (5-round trajectory, 200 iterations: dynafed-L5), and both settings
 #             with learned soft labels (dynafed-L5-soft, dynafed-soft)
+#   dynafed-ipc15  the authors' 15 images per class, with learned soft labels
 #   scale     1000 simulated clients (MNIST, one-shot DM, 10 rounds of 10 %: every
 #             client distills once): peak memory
 # Extra flags for every run can be passed in RUN_FLAGS; GOMAXPROCS is honoured.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-exp=${1:?usage: federated.sh default|cluster|upload|dynafed|dynafed-variants|scale [seeds]}
+exp=${1:?usage: federated.sh default|cluster|upload|dynafed|dynafed-variants|dynafed-ipc15|scale [seeds]}
 seeds=${2:-"1 2 3"}
 out=${RESULTS_OUT:-results/federated}/$exp
 mkdir -p "$out"
@@ -56,10 +57,12 @@ for s in $seeds; do
     run dynafed-L5 "$s" run --config configs/dynafed-fmnist.yaml "${l5[@]}"
     run dynafed-L5-soft "$s" run --config configs/dynafed-fmnist.yaml "${l5[@]}" "${soft[@]}"
     run dynafed-soft "$s" run --config configs/dynafed-fmnist.yaml "${soft[@]}" ;;
+  dynafed-ipc15)
+    run dynafed-ipc15-soft "$s" run --config configs/dynafed-fmnist.yaml --server-tm-ipc 15 --server-tm-soft-labels --server-tm-lr-label 10 ;;
   scale)
     run dm1000 "$s" run --clients 1000 --fraction 0.1 --rounds 10 --distill dm ;;
   *)
-    echo "federated.sh: unknown experiment $exp (want default, cluster, upload, dynafed, dynafed-variants or scale)" >&2; exit 2 ;;
+    echo "federated.sh: unknown experiment $exp (want default, cluster, upload, dynafed, dynafed-variants, dynafed-ipc15 or scale)" >&2; exit 2 ;;
   esac
 done
 /usr/bin/python3 scripts/results/fedsum.py --target 0.95 "$out"
