@@ -37,6 +37,7 @@ run() { # name seed command flags... (command: run or cluster)
   tail -1 "$dir/metrics.jsonl" >&2
 }
 
+soft=(--server-tm-soft-labels --server-tm-lr-label 10) # DynaFed's learned labels
 for s in $seeds; do
   case $exp in
   default)
@@ -53,12 +54,11 @@ for s in $seeds; do
     run dynafed "$s" run --config configs/dynafed-fmnist.yaml ;;
   dynafed-variants)
     l5=(--server-tm-rounds 5 --server-tm-iters 200)
-    soft=(--server-tm-soft-labels --server-tm-lr-label 10)
     run dynafed-L5 "$s" run --config configs/dynafed-fmnist.yaml "${l5[@]}"
     run dynafed-L5-soft "$s" run --config configs/dynafed-fmnist.yaml "${l5[@]}" "${soft[@]}"
     run dynafed-soft "$s" run --config configs/dynafed-fmnist.yaml "${soft[@]}" ;;
   dynafed-ipc15)
-    run dynafed-ipc15-soft "$s" run --config configs/dynafed-fmnist.yaml --server-tm-ipc 15 --server-tm-soft-labels --server-tm-lr-label 10 ;;
+    run dynafed-ipc15-soft "$s" run --config configs/dynafed-fmnist.yaml --server-tm-ipc 15 "${soft[@]}" ;;
   scale)
     run dm1000 "$s" run --clients 1000 --fraction 0.1 --rounds 10 --distill dm ;;
   *)
