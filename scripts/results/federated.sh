@@ -16,12 +16,14 @@
 #             (5-round trajectory, 200 iterations: dynafed-L5), and both settings
 #             with learned soft labels (dynafed-L5-soft, dynafed-soft)
 #   dynafed-ipc15  the authors' 15 images per class, with learned soft labels
+#   dynafed-long  a longer trajectory: the global models of rounds 0–15
+#             (dynafed-L15) and 0–20 (dynafed-L20) instead of the preset's 0–10
 #   scale     1000 simulated clients (MNIST, one-shot DM, 10 rounds of 10 %: every
 #             client distills once): peak memory
 # Extra flags for every run can be passed in RUN_FLAGS; GOMAXPROCS is honoured.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-exp=${1:?usage: federated.sh default|cluster|upload|dynafed|dynafed-variants|dynafed-ipc15|scale [seeds]}
+exp=${1:?usage: federated.sh default|cluster|upload|dynafed|dynafed-variants|dynafed-ipc15|dynafed-long|scale [seeds]}
 seeds=${2:-"1 2 3"}
 out=${RESULTS_OUT:-results/federated}/$exp
 mkdir -p "$out"
@@ -59,10 +61,13 @@ for s in $seeds; do
     run dynafed-soft "$s" run --config configs/dynafed-fmnist.yaml "${soft[@]}" ;;
   dynafed-ipc15)
     run dynafed-ipc15-soft "$s" run --config configs/dynafed-fmnist.yaml --server-tm-ipc 15 "${soft[@]}" ;;
+  dynafed-long)
+    run dynafed-L15 "$s" run --config configs/dynafed-fmnist.yaml --server-tm-rounds 15
+    run dynafed-L20 "$s" run --config configs/dynafed-fmnist.yaml --server-tm-rounds 20 ;;
   scale)
     run dm1000 "$s" run --clients 1000 --fraction 0.1 --rounds 10 --distill dm ;;
   *)
-    echo "federated.sh: unknown experiment $exp (want default, cluster, upload, dynafed, dynafed-variants, dynafed-ipc15 or scale)" >&2; exit 2 ;;
+    echo "federated.sh: unknown experiment $exp (want default, cluster, upload, dynafed, dynafed-variants, dynafed-ipc15, dynafed-long or scale)" >&2; exit 2 ;;
   esac
 done
 /usr/bin/python3 scripts/results/fedsum.py --target 0.95 "$out"
