@@ -23,7 +23,12 @@
 # Extra flags for every run can be passed in RUN_FLAGS; GOMAXPROCS is honoured.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-exp=${1:?usage: federated.sh default|cluster|upload|dynafed|dynafed-variants|dynafed-ipc15|dynafed-long|scale [seeds]}
+experiments="default|cluster|upload|dynafed|dynafed-variants|dynafed-ipc15|dynafed-long|scale"
+exp=${1:?usage: federated.sh $experiments [seeds]}
+case "|$experiments|" in
+*"|$exp|"*) [[ $exp != *"|"* ]] || { echo "federated.sh: one experiment at a time, not $exp" >&2; exit 2; } ;;
+*) echo "federated.sh: unknown experiment $exp (want one of $experiments)" >&2; exit 2 ;;
+esac
 seeds=${2:-"1 2 3"}
 out=${RESULTS_OUT:-results/federated}/$exp
 mkdir -p "$out"
@@ -66,8 +71,6 @@ for s in $seeds; do
     run dynafed-L20 "$s" run --config configs/dynafed-fmnist.yaml --server-tm-rounds 20 ;;
   scale)
     run dm1000 "$s" run --clients 1000 --fraction 0.1 --rounds 10 --distill dm ;;
-  *)
-    echo "federated.sh: unknown experiment $exp (want default, cluster, upload, dynafed, dynafed-variants, dynafed-ipc15, dynafed-long or scale)" >&2; exit 2 ;;
   esac
 done
 /usr/bin/python3 scripts/results/fedsum.py --target 0.95 "$out"
