@@ -251,6 +251,14 @@ func Conv2D[T Float](dst, x, w, b *Tensor[T], p ConvParams) {
 		panic(fmt.Sprintf("tensor: Conv2D bias shape %v, want [%d] (weights %v)", b.Shape, g.f, w.Shape))
 	}
 	ckk, ohw, chw := g.ckk(), g.ohw(), g.chw()
+	if w32, ok := any(w.Data).([]float32); ok && ckk <= narrowCKK && !g.pointwise() {
+		var b32 []float32
+		if b != nil {
+			b32 = any(b.Data).([]float32)
+		}
+		conv2DNarrow(any(dst.Data).([]float32), any(x.Data).([]float32), w32, b32, g)
+		return
+	}
 	direct := g.pointwise()
 	wa := newFixedA(false, g.f, ckk, w.Data, ckk)
 	defer wa.release()
@@ -275,6 +283,38 @@ func Conv2D[T Float](dst, x, w, b *Tensor[T], p ConvParams) {
 				beta = 1
 			}
 			wa.mul(false, ohw, 1, src, ohw, beta, out, ohw)
+		}
+	})
+}
+
+// narrowCKK: up to this C·KH·KW (the first layer of a network on
+// one-channel images: 9 for a 3×3 kernel), Conv2D skips the GEMM. A product
+// with so short a reduction is bound by packing its wide operand and by
+// writing the output twice (the bias, then the sum); conv2DNarrow
+// instead builds each output row in cache from the im2col rows.
+const narrowCKK = 16
+
+// conv2DNarrow is Conv2D for float32 when C·KH·KW ≤ narrowCKK: per image
+// and filter f, out[f] = Σ_k w[f,k]·col[k] + b[f], each output vector
+// summed in registers over the im2col rows and stored once. The sum is
+// formed in the GEMM kernel's order (a product, fused multiply-adds in k
+// order, then the bias), so the result is bit for bit the GEMM path's where
+// both use FMA (AVX-512, AVX2) and OH·OW is a multiple of the vector width.
+func conv2DNarrow(dst, x, w, b []float32, g *convGeom) {
+	ckk, ohw, chw := g.ckk(), g.ohw(), g.chw()
+	parallel.For(g.n, batchGrain(g.n), func(lo, hi int) {
+		col := GetUninit[float32](ckk * ohw)
+		defer Put(col)
+		for n := lo; n < hi; n++ {
+			im2col(col.Data, x[n*chw:(n+1)*chw], g)
+			out := dst[n*g.f*ohw : (n+1)*g.f*ohw]
+			for f := 0; f < g.f; f++ {
+				var bf float32
+				if b != nil {
+					bf = b[f]
+				}
+				vec.WeightedRows(out[f*ohw:(f+1)*ohw], col.Data, ohw, w[f*ckk:(f+1)*ckk], bf, b != nil)
+			}
 		}
 	})
 }

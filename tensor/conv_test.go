@@ -6,6 +6,9 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/fedsim/fedsim/tensor/gemm"
+	"github.com/fedsim/fedsim/tensor/internal/vec"
 )
 
 // naiveConv is the direct 7-loop definition of Conv2D in float64.
@@ -389,4 +392,43 @@ func BenchmarkConvGemmReference(b *testing.B) {
 			Gemm(false, false, m, n, k, 1, a.Data, k, bb.Data, n, 0, c.Data[i*m*n:(i+1)*m*n], n)
 		}
 	})
+}
+
+// TestConv2DNarrowMatchesGEMM checks that the narrow path (C·KH·KW ≤
+// narrowCKK) gives bit for bit the GEMM path's output: the same products
+// summed in the same order, so switching paths changes no trained model.
+// Both paths must fuse their multiply-adds, which the SIMD kernels do.
+func TestConv2DNarrowMatchesGEMM(t *testing.T) {
+	if k := gemm.KernelName(); (k != "avx512" && k != "avx2") || vec.Impl() != k {
+		t.Skipf("GEMM kernel %s and vector kernels %s: not both the same FMA kernels", gemm.KernelName(), vec.Impl())
+	}
+	cases := []convCase{
+		{4, 1, 28, 28, 128, 3, 3, ConvParams{1, 1, 3, 3}}, // MNIST ConvNet, layer 1
+		{3, 1, 12, 12, 40, 3, 3, ConvParams{1, 1, 1, 1}},
+		{2, 1, 16, 16, 6, 4, 4, ConvParams{2, 2, 1, 1}},
+	}
+	for i, cc := range cases {
+		x64, w64, b64 := cc.tensors(uint64(31 * i))
+		x, w, b := convTo32(x64), convTo32(w64), convTo32(b64)
+		shape, _ := ConvOutShape(x.Shape, w.Shape, cc.p)
+		got := New[float32](shape...)
+		Conv2D(got, x, w, b, cc.p)
+		g := newConvGeom("test", x.Shape, w.Shape, shape, cc.p)
+		ckk, ohw, chw := g.ckk(), g.ohw(), g.chw()
+		want := New[float32](shape...)
+		col := make([]float32, ckk*ohw)
+		for n := 0; n < cc.n; n++ {
+			im2col(col, x.Data[n*chw:(n+1)*chw], g)
+			out := want.Data[n*cc.f*ohw : (n+1)*cc.f*ohw]
+			for f, bv := range b.Data {
+				fillSlice(out[f*ohw:(f+1)*ohw], bv)
+			}
+			gemm.Sgemm(false, false, cc.f, ohw, ckk, 1, w.Data, ckk, col, ohw, 1, out, ohw)
+		}
+		for j := range got.Data {
+			if math.Float32bits(got.Data[j]) != math.Float32bits(want.Data[j]) {
+				t.Fatalf("%v: output %d is %v on the narrow path, %v on the GEMM path", cc, j, got.Data[j], want.Data[j])
+			}
+		}
+	}
 }

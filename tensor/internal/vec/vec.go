@@ -76,6 +76,34 @@ func Affine(dst, src []float32, a, b float32) {
 	AffineGo(dst[n:], src[n:], a, b)
 }
 
+// WeightedRows writes dst = Σ_j w[j]·rows[j·ld : j·ld+len(dst)], plus b
+// when bias is set: a weighted sum of len(w) rows of a row-major matrix
+// with row stride ld, each output vector built in registers over all rows
+// before it is stored once. The sum is formed as a GEMM kernel forms it:
+// the first term a product, the others fused multiply-adds in row order,
+// then the bias added. It panics if w is empty or rows is too short.
+func WeightedRows(dst, rows []float32, ld int, w []float32, b float32, bias bool) {
+	if len(w) == 0 {
+		panic("vec: WeightedRows needs at least one row")
+	}
+	if len(dst) == 0 {
+		return
+	}
+	_ = rows[(len(w)-1)*ld+len(dst)-1]
+	n := weightedRowsAsm(dst, rows, ld, w, b, bias)
+	if n == len(dst) {
+		return
+	}
+	d := dst[n:]
+	Affine(d, rows[n:len(dst)], w[0], 0)
+	for j := 1; j < len(w); j++ {
+		Axpy(w[j], rows[j*ld+n:j*ld+len(dst)], d)
+	}
+	if bias {
+		Affine(d, d, 1, b)
+	}
+}
+
 // Fill sets every element of dst to v.
 func Fill(dst []float32, v float32) {
 	n := fillAsm(dst, v)

@@ -261,3 +261,21 @@ func setLevel(l string) (restore func()) {
 	has256 = l == "avx2"
 	return func() { has512, has256 = o512, o256 }
 }
+
+//go:noescape
+func weightedRows512(dst, rows *float32, ld int, w *float32, k, n int, b float32, bias int)
+
+func weightedRowsAsm(dst, rows []float32, ld int, w []float32, b float32, bias bool) int {
+	if !has512 {
+		return 0 // the AVX2 Axpy and Affine kernels serve the Go path
+	}
+	n := len(dst) &^ 15
+	if n > 0 {
+		var flag int
+		if bias {
+			flag = 1
+		}
+		weightedRows512(p(dst), p(rows), ld, p(w), len(w), n, b, flag)
+	}
+	return n
+}

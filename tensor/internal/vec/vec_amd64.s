@@ -944,3 +944,84 @@ pnchunk:
 	SFENCE
 	VZEROUPPER
 	RET
+
+// func weightedRows512(dst, rows *float32, ld int, w *float32, k, n int, b float32, bias int)
+// dst[0:n] = Σ_{j<k} w[j]·rows[j·ld : j·ld+n] (+ b when bias != 0), with the
+// first term a product and the others fused multiply-adds in j order; n is a
+// multiple of 16 and k ≥ 1.
+TEXT ·weightedRows512(SB), NOSPLIT, $0-64
+	MOVQ         dst+0(FP), DI
+	MOVQ         rows+8(FP), SI
+	MOVQ         ld+16(FP), R8
+	SHLQ         $2, R8
+	MOVQ         w+24(FP), R9
+	MOVQ         k+32(FP), R10
+	MOVQ         n+40(FP), CX
+	VBROADCASTSS b+48(FP), Z30
+	MOVQ         bias+56(FP), R11
+
+wr512loop:
+	CMPQ         CX, $32
+	JLT          wr512one
+	VBROADCASTSS (R9), Z2
+	VMULPS       (SI), Z2, Z0
+	VMULPS       64(SI), Z2, Z1
+	MOVQ         SI, AX
+	MOVQ         R9, DX
+	MOVQ         R10, BX
+	DECQ         BX
+	JZ           wr512bias
+
+wr512k:
+	ADDQ         R8, AX
+	ADDQ         $4, DX
+	VBROADCASTSS (DX), Z2
+	VFMADD231PS  (AX), Z2, Z0
+	VFMADD231PS  64(AX), Z2, Z1
+	DECQ         BX
+	JNZ          wr512k
+
+wr512bias:
+	TESTQ        R11, R11
+	JZ           wr512store
+	VADDPS       Z30, Z0, Z0
+	VADDPS       Z30, Z1, Z1
+
+wr512store:
+	VMOVUPS      Z0, (DI)
+	VMOVUPS      Z1, 64(DI)
+	ADDQ         $128, SI
+	ADDQ         $128, DI
+	SUBQ         $32, CX
+	JMP          wr512loop
+
+wr512one:
+	TESTQ        CX, CX
+	JEQ          wr512done
+	VBROADCASTSS (R9), Z2
+	VMULPS       (SI), Z2, Z0
+	MOVQ         SI, AX
+	MOVQ         R9, DX
+	MOVQ         R10, BX
+	DECQ         BX
+	JZ           wr512bias1
+
+wr512k1:
+	ADDQ         R8, AX
+	ADDQ         $4, DX
+	VBROADCASTSS (DX), Z2
+	VFMADD231PS  (AX), Z2, Z0
+	DECQ         BX
+	JNZ          wr512k1
+
+wr512bias1:
+	TESTQ        R11, R11
+	JZ           wr512store1
+	VADDPS       Z30, Z0, Z0
+
+wr512store1:
+	VMOVUPS      Z0, (DI)
+
+wr512done:
+	VZEROUPPER
+	RET

@@ -393,3 +393,45 @@ func BenchmarkKernels(b *testing.B) {
 	run("ReLU/go", 8*n, func() { ReLUGo(y, x) })
 	run("SumSqShift/go", 4*n, func() { s, _ := SumSqShiftGo(x, 0.1); sink += s })
 }
+
+// TestWeightedRows checks WeightedRows bit for bit against the same sum
+// made of Affine and Axpy passes (one product, multiply-adds in row order,
+// then the bias), at every kernel level, and against float64 within
+// single precision.
+func TestWeightedRows(t *testing.T) {
+	forLevels(t, func(t *testing.T) {
+		r := rand.New(rand.NewPCG(9, 10))
+		for _, n := range lengths() {
+			for _, k := range []int{1, 2, 9, 16} {
+				ld := n + 3
+				rows := randSlice(r, k*ld, 0, 1)
+				w := randSlice(r, k, 0, 0.5)
+				for _, bias := range []bool{false, true} {
+					got := randSlice(r, n, 0, 1)
+					WeightedRows(got, rows, ld, w, 0.125, bias)
+					want := make([]float32, n)
+					Affine(want, rows[:n], w[0], 0)
+					for j := 1; j < k; j++ {
+						Axpy(w[j], rows[j*ld:j*ld+n], want)
+					}
+					if bias {
+						Affine(want, want, 1, 0.125)
+					}
+					for i := range want {
+						var ref, scale float64
+						for j := range k {
+							ref += float64(w[j]) * float64(rows[j*ld+i])
+							scale += math.Abs(float64(w[j]) * float64(rows[j*ld+i]))
+						}
+						if bias {
+							ref += 0.125
+						}
+						if math.Float32bits(got[i]) != math.Float32bits(want[i]) || !relClose(float64(got[i]), ref, scale+0.125, 1e-6) {
+							t.Fatalf("n=%d k=%d bias=%v [%d]: got %v, passes give %v, float64 %v", n, k, bias, i, got[i], want[i], ref)
+						}
+					}
+				}
+			}
+		}
+	})
+}
