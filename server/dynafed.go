@@ -54,6 +54,11 @@ type DynaFed struct {
 	// image's class and 0 elsewhere, a distribution with 0.9 on the class.
 	SoftLabels bool
 	LRLabel    float64
+	// ImageAdam updates the images (and learned labels) with Adam at LRImg
+	// (LRLabel), PyTorch's other defaults, instead of SGD with Momentum, as
+	// the authors' scripts do (--img_optim adam, lr_img 0.05). The step
+	// size α keeps SGD with Momentum.
+	ImageAdam bool
 	// Steps, BatchSize, LR, Momentum (0.9) and WeightDecay (5e-4)
 	// configure the fine-tuning after every aggregation.
 	Steps, BatchSize int
@@ -181,6 +186,10 @@ func (d *DynaFed) distill(ctx context.Context, traj []*client.Weights) (*client.
 		}
 	}
 	vel := tensor.New[float32](x.Shape...)
+	var imgAdam, labelAdam *nn.Adam[float32]
+	if d.ImageAdam {
+		imgAdam, labelAdam = nn.NewAdam[float32](d.LRImg), nn.NewAdam[float32](d.LRLabel)
+	}
 	lr, lrVel := d.LRInit, 0.0
 	mu := float32(d.Momentum)
 	for it := range d.Iterations {
@@ -201,14 +210,25 @@ func (d *DynaFed) distill(ctx context.Context, traj []*client.Weights) (*client.
 			return nil, fmt.Errorf("server: DynaFed distillation diverged at iteration %d (loss %v): lower the image learning rate %g or the initial step size %g", it, g.Loss, d.LRImg, d.LRInit)
 		}
 		d.losses = append(d.losses, g.Loss)
-		for k, v := range g.X.Data {
-			vel.Data[k] = mu*vel.Data[k] + v
-			x.Data[k] -= float32(d.LRImg) * vel.Data[k]
-		}
-		if logits != nil {
-			for k, v := range g.SoftY.Data {
-				logitVel.Data[k] = mu*logitVel.Data[k] + v
-				logits.Data[k] -= float32(d.LRLabel) * logitVel.Data[k]
+		if imgAdam != nil {
+			if err := imgAdam.Step([]*tensor.Tensor[float32]{x}, []*tensor.Tensor[float32]{g.X}); err != nil {
+				return nil, fmt.Errorf("server: DynaFed distillation, iteration %d: %w", it, err)
+			}
+			if logits != nil {
+				if err := labelAdam.Step([]*tensor.Tensor[float32]{logits}, []*tensor.Tensor[float32]{g.SoftY}); err != nil {
+					return nil, fmt.Errorf("server: DynaFed distillation, iteration %d: %w", it, err)
+				}
+			}
+		} else {
+			for k, v := range g.X.Data {
+				vel.Data[k] = mu*vel.Data[k] + v
+				x.Data[k] -= float32(d.LRImg) * vel.Data[k]
+			}
+			if logits != nil {
+				for k, v := range g.SoftY.Data {
+					logitVel.Data[k] = mu*logitVel.Data[k] + v
+					logits.Data[k] -= float32(d.LRLabel) * logitVel.Data[k]
+				}
 			}
 		}
 		lrVel = d.Momentum*lrVel + g.LR

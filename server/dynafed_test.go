@@ -205,3 +205,30 @@ func TestDynaFedSoftLabels(t *testing.T) {
 		t.Fatalf("soft labels with learning rate 0: %v", err)
 	}
 }
+
+// TestDynaFedImageAdam runs the distillation with Adam on the images and
+// labels (the authors' optimizer): the matching loss must fall as with
+// SGD, and the set must differ from SGD's.
+func TestDynaFedImageAdam(t *testing.T) {
+	d := testDynaFed()
+	d.ImageAdam, d.LRImg = true, 0.05
+	d.SoftLabels, d.LRLabel = true, 0.05
+	st := &State{}
+	record(t, d, st)
+	n := len(d.losses)
+	first, last := mean(d.losses[:5]), mean(d.losses[n-5:])
+	if !(last < 0.95*first) {
+		t.Fatalf("Adam: matching loss went from %.4f to %.4f: no progress", first, last)
+	}
+	t.Logf("Adam: matching loss %.4f → %.4f", first, last)
+	if err := st.ServerSet.Check(shape, 3); err != nil {
+		t.Fatal(err)
+	}
+	sgd := testDynaFed()
+	sgd.LRImg, sgd.SoftLabels, sgd.LRLabel = 0.05, true, 0.05
+	st2 := &State{}
+	record(t, sgd, st2)
+	if slices.Equal(st.ServerSet.X.Data, st2.ServerSet.X.Data) || slices.Equal(st.ServerSet.Soft.Data, st2.ServerSet.Soft.Data) {
+		t.Fatal("Adam and SGD at the same learning rates made the same images or labels: Adam was not used")
+	}
+}

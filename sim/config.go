@@ -88,6 +88,9 @@ type Config struct {
 	// then fine-tunes every aggregated model on them for ServerTMSteps SGD
 	// steps with learning rate ServerTMFineLR. ServerTMSoftLabels learns
 	// the set's labels too (learning rate ServerTMLRLabel).
+	// ServerTMImgOptim is the images' (and learned labels') optimizer:
+	// "sgd" (momentum 0.5, MTT's) or "adam" (the DynaFed authors' scripts,
+	// with an image learning rate near 0.05); "" means sgd.
 	ServerTM           bool    `yaml:"server_tm" json:"server_tm"`
 	ServerTMRounds     int     `yaml:"server_tm_rounds" json:"server_tm_rounds"`
 	ServerTMSpan       int     `yaml:"server_tm_span" json:"server_tm_span"`
@@ -100,6 +103,7 @@ type Config struct {
 	ServerTMFineLR     float64 `yaml:"server_tm_fine_lr" json:"server_tm_fine_lr"`
 	ServerTMSoftLabels bool    `yaml:"server_tm_soft_labels" json:"server_tm_soft_labels"`
 	ServerTMLRLabel    float64 `yaml:"server_tm_lr_label" json:"server_tm_lr_label"`
+	ServerTMImgOptim   string  `yaml:"server_tm_img_optim" json:"server_tm_img_optim"`
 
 	// Dropout is the probability that a sampled client never answers;
 	// Stragglers the probability that it answers after the deadline.
@@ -155,7 +159,7 @@ func DefaultConfig() Config {
 		ServerSteps: 150, ServerBatch: 256, ServerLR: 0.05, ServerDSA: "auto",
 		ServerTMRounds: 5, ServerTMSpan: 2, ServerTMSynSteps: 20, ServerTMIPC: 10, ServerTMIters: 100,
 		ServerTMLRImg: 100, ServerTMLR: 0.01, ServerTMSteps: 50, ServerTMFineLR: 0.01, ServerTMLRLabel: 2,
-		DPDelta: 1e-5, DPSampleRate: 1, DPInitClip: distill.DefaultDPInitClip, DPInitNoise: distill.DefaultDPInitNoise,
+		ServerTMImgOptim: "sgd", DPDelta: 1e-5, DPSampleRate: 1, DPInitClip: distill.DefaultDPInitClip, DPInitNoise: distill.DefaultDPInitNoise,
 		Seed: 1, Out: "fedsim-out", Grids: 3,
 	}
 }
@@ -333,6 +337,9 @@ func (c Config) Resolve() (Config, error) {
 		if c.ServerTMSynSteps < 1 || c.ServerTMIPC < 1 || c.ServerTMIters < 0 || c.ServerTMSteps < 0 {
 			bad("server_tm_syn_steps %d, server_tm_ipc %d, server_tm_iters %d, server_tm_steps %d: want ≥ 1, ≥ 1, ≥ 0, ≥ 0",
 				c.ServerTMSynSteps, c.ServerTMIPC, c.ServerTMIters, c.ServerTMSteps)
+		}
+		if o := c.ServerTMImgOptim; o != "" && o != "sgd" && o != "adam" {
+			bad("server_tm_img_optim %q: want sgd or adam", o)
 		}
 		if c.ServerTMSoftLabels && (!(c.ServerTMLRLabel > 0) || math.IsInf(c.ServerTMLRLabel, 0)) {
 			bad("server_tm_lr_label %g: want a positive number", c.ServerTMLRLabel)

@@ -418,7 +418,7 @@ func refinerOf(cfg Config, shape []int, classes int) server.Refiner {
 	}
 	return &server.DynaFed{Record: cfg.ServerTMRounds, Span: cfg.ServerTMSpan, SynSteps: cfg.ServerTMSynSteps,
 		IPC: cfg.ServerTMIPC, Iterations: cfg.ServerTMIters, LRImg: cfg.ServerTMLRImg, LRInit: cfg.ServerTMLR, LRLR: 1e-5, Momentum: 0.5,
-		SoftLabels: cfg.ServerTMSoftLabels, LRLabel: cfg.ServerTMLRLabel,
+		SoftLabels: cfg.ServerTMSoftLabels, LRLabel: cfg.ServerTMLRLabel, ImageAdam: cfg.ServerTMImgOptim == "adam",
 		Steps: cfg.ServerTMSteps, BatchSize: cfg.ServerBatch, LR: cfg.ServerTMFineLR, DSAStrategy: cfg.ServerDSA,
 		Model: cfg.Model, ImageShape: shape, Classes: classes, Seed: cfg.Seed}
 }

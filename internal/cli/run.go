@@ -108,6 +108,7 @@ var flagHelp = map[string]string{
 	"server_tm_fine_lr":     "server-tm: fine-tuning learning rate (momentum 0.9, cosine schedule)",
 	"server_tm_soft_labels": "server-tm: learn soft labels with the images (as the DynaFed authors' code); the fine-tuning trains on them",
 	"server_tm_lr_label":    "server-tm: learning rate of the soft-label logits (SGD, momentum 0.5)",
+	"server_tm_img_optim":   "server-tm: optimizer of the images and soft labels: sgd (momentum 0.5, MTT) or adam (the DynaFed authors' scripts: lr-img about 0.05)",
 	"distill_init":          "where the clients' synthetic images start: real, noise, or mean (each class's pooled mean image plus jitter; one-shot dm; with --dp-* a private release charged to the budget) (default: real; noise with --dp-*)",
 	"dropout":               "probability that a sampled client never answers",
 	"stragglers":            "probability that a sampled client answers after the deadline",
