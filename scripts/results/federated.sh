@@ -20,12 +20,14 @@
 #             (dynafed-L15) and 0–20 (dynafed-L20) instead of the preset's 0–10
 #   dynafed-adam  the preset with Adam on the images at lr 0.05, the optimizer
 #             and rate of the authors' scripts (dynafed-adam), instead of SGD at 100
+#   dynafed-adam-long  Adam as above on the 20-round trajectory (dynafed-adam-L20),
+#             the nearest to the authors' 25 rounds that leaves 10 rounds to fine-tune
 #   scale     1000 simulated clients (MNIST, one-shot DM, 10 rounds of 10 %: every
 #             client distills once): peak memory
 # Extra flags for every run can be passed in RUN_FLAGS; GOMAXPROCS is honoured.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-experiments="default|cluster|upload|dynafed|dynafed-variants|dynafed-ipc15|dynafed-long|dynafed-adam|scale"
+experiments="default|cluster|upload|dynafed|dynafed-variants|dynafed-ipc15|dynafed-long|dynafed-adam|dynafed-adam-long|scale"
 exp=${1:?usage: federated.sh $experiments [seeds]}
 case "|$experiments|" in
 *"|$exp|"*) [[ $exp != *"|"* ]] || { echo "federated.sh: one experiment at a time, not $exp" >&2; exit 2; } ;;
@@ -73,6 +75,8 @@ for s in $seeds; do
     run dynafed-L20 "$s" run --config configs/dynafed-fmnist.yaml --server-tm-rounds 20 ;;
   dynafed-adam)
     run dynafed-adam "$s" run --config configs/dynafed-fmnist.yaml --server-tm-img-optim adam --server-tm-lr-img 0.05 ;;
+  dynafed-adam-long)
+    run dynafed-adam-L20 "$s" run --config configs/dynafed-fmnist.yaml --server-tm-img-optim adam --server-tm-lr-img 0.05 --server-tm-rounds 20 ;;
   scale)
     run dm1000 "$s" run --clients 1000 --fraction 0.1 --rounds 10 --distill dm ;;
   esac
