@@ -78,8 +78,10 @@ func Affine(dst, src []float32, a, b float32) {
 
 // WeightedRows writes dst = Σ_j w[j]·rows[j·ld : j·ld+len(dst)], plus b
 // when bias is set: a weighted sum of len(w) rows of a row-major matrix
-// with row stride ld, each output vector built in registers over all rows
-// before it is stored once. The sum is formed as a GEMM kernel forms it:
+// with row stride ld. With AVX-512 each output vector is built in
+// registers over all rows and stored once; otherwise (and for the tail
+// past a multiple of 16) it is one Affine or Axpy pass per row. Either
+// way the sum is formed as a GEMM kernel forms it:
 // the first term a product, the others fused multiply-adds in row order,
 // then the bias added. It panics if w is empty or rows is too short.
 func WeightedRows(dst, rows []float32, ld int, w []float32, b float32, bias bool) {
