@@ -24,12 +24,16 @@
 #             optimizer and rate of the authors' scripts (dynafed-adam)
 #   dynafed-adam-long  Adam as above on the 20-round trajectory (dynafed-adam-L20),
 #             the nearest to the authors' 25 rounds that leaves 10 rounds to fine-tune
+#   dynafed-fedavg  FedAvg alone on the dynafed setup (configs/fedavg-fmnist-dir001.yaml),
+#             the baseline for seeds beyond the dynafed experiment's (fedavg)
 #   scale     1000 simulated clients (MNIST, one-shot DM, 10 rounds of 10 %: every
 #             client distills once): peak memory
 # Extra flags for every run can be passed in RUN_FLAGS; GOMAXPROCS is honoured.
+# Seeds beyond 3 of a dynafed experiment need their FedAvg baseline too:
+#   federated.sh dynafed-adam "4 5"; federated.sh dynafed-fedavg "4 5"
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-experiments="default|cluster|upload|dynafed|dynafed-variants|dynafed-ipc15|dynafed-long|dynafed-adam|dynafed-adam-long|scale"
+experiments="default|cluster|upload|dynafed|dynafed-variants|dynafed-ipc15|dynafed-long|dynafed-adam|dynafed-adam-long|dynafed-fedavg|scale"
 exp=${1:?usage: federated.sh $experiments [seeds]}
 case "|$experiments|" in
 *"|$exp|"*) [[ $exp != *"|"* ]] || { echo "federated.sh: one experiment at a time, not $exp" >&2; exit 2; } ;;
@@ -80,8 +84,18 @@ for s in $seeds; do
     run dynafed-adam "$s" run --config configs/dynafed-fmnist.yaml --server-tm-img-optim adam --server-tm-lr-img 0.05 ;;
   dynafed-adam-long)
     run dynafed-adam-L20 "$s" run --config configs/dynafed-fmnist.yaml --server-tm-img-optim adam --server-tm-lr-img 0.05 --server-tm-rounds 20 ;;
+  dynafed-fedavg)
+    run fedavg "$s" run --config configs/fedavg-fmnist-dir001.yaml ;;
   scale)
     run dm1000 "$s" run --clients 1000 --fraction 0.1 --rounds 10 --distill dm ;;
   esac
 done
-/usr/bin/python3 scripts/results/fedsum.py --target 0.95 "$out"
+# The dynafed experiments also get a table of per-seed gains over FedAvg
+# (the dynafed experiment's fedavg runs, seeds 1–3, and dynafed-fedavg's).
+sum=(--target 0.95)
+if [[ $exp == dynafed* && $exp != dynafed-fedavg ]]; then
+  for b in "${RESULTS_OUT:-results/federated}"/{dynafed,dynafed-fedavg}/fedavg; do
+    if compgen -G "$b-seed*/summary.json" >/dev/null; then sum+=(--baseline "$b"); fi
+  done
+fi
+/usr/bin/python3 scripts/results/fedsum.py "${sum[@]}" "$out"

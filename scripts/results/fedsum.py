@@ -7,7 +7,14 @@ cumulative upload at which the test accuracy first reached --target. The mean
 of the last five rounds' accuracy is beside the final one: FedAvg on very
 skewed partitions swings by several points from round to round.
 
-Usage: scripts/results/fedsum.py [--target 0.95] DIR   (standard library only)
+With --baseline PREFIX (repeatable; PREFIX is a run folder without its
+-seedN, e.g. results/federated/dynafed/fedavg), a second table gives each
+configuration's gain over that baseline seed by seed, on the last-five mean
+and on the final round, for the seeds both have: the same seed means the
+same partition and client sampling, so the paired gain is the fair one.
+
+Usage: scripts/results/fedsum.py [--target 0.95] [--baseline PREFIX]... DIR
+(standard library only)
 """
 import argparse
 import json
@@ -27,11 +34,11 @@ def mean_std(xs):
     return m, s
 
 
-def fmt(xs, scale=1.0, digits=2):
+def fmt(xs, scale=1.0, digits=2, sign=False):
     r = mean_std([None if x is None else x * scale for x in xs])
     if r == "–":
         return r
-    return f"{r[0]:.{digits}f} ± {r[1]:.{digits}f}"
+    return f"{r[0]:{'+' if sign else ''}.{digits}f} ± {r[1]:.{digits}f}"
 
 
 def read_time(path):
@@ -49,14 +56,13 @@ def read_time(path):
     return wall, rss
 
 
-def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--target", type=float, default=0.95)
-    ap.add_argument("dir")
-    a = ap.parse_args()
+def load_runs(dir, target):
+    """Finished runs in dir, grouped by folder name without -seedN."""
+    if not os.path.isdir(dir):
+        sys.exit(f"fedsum: {dir} is not a folder; pass the folder federated.sh wrote (results/federated/EXPERIMENT)")
     groups = defaultdict(list)
-    for name in sorted(os.listdir(a.dir)):
-        d = os.path.join(a.dir, name)
+    for name in sorted(os.listdir(dir)):
+        d = os.path.join(dir, name)
         m = re.fullmatch(r"(.+)-seed(\d+)", name)
         if not m or not os.path.isdir(d) or not os.path.exists(os.path.join(d, "summary.json")):
             continue
@@ -64,7 +70,7 @@ def main():
             summ = json.load(f)
         with open(os.path.join(d, "metrics.jsonl")) as f:
             rows = [json.loads(l) for l in f if l.strip()]
-        hit = next((r for r in rows if r["test_acc"] >= a.target), None)
+        hit = next((r for r in rows if r["test_acc"] >= target), None)
         wall, rss = read_time(d + ".time.txt")
         groups[m.group(1)].append(dict(
             seed=int(m.group(2)), final=summ["final_test_acc"], best=summ["best_test_acc"],
@@ -73,6 +79,49 @@ def main():
             hit_round=hit["round"] if hit else None,
             hit_up=hit["cum_upload_bytes"] if hit else None,
             rounds=summ["rounds"]))
+    for rs in groups.values():
+        rs.sort(key=lambda r: r["seed"])
+    return groups
+
+
+def load_baseline(prefixes, target):
+    """Baseline runs by seed, merged over every PREFIX (folder/name)."""
+    by_seed = {}
+    for p in prefixes:
+        dir, name = os.path.split(p.rstrip("/"))
+        rs = load_runs(dir or ".", target).get(name)
+        if not rs:
+            sys.exit(f"fedsum: --baseline {p}: no finished runs {name}-seedN in {dir or '.'}")
+        for r in rs:
+            if r["seed"] in by_seed:
+                sys.exit(f"fedsum: --baseline: seed {r['seed']} of {name} appears twice; pass each seed once")
+            by_seed[r["seed"]] = r
+    return by_seed
+
+
+def print_gains(dir, groups, base, prefixes):
+    print()
+    print("| run | seeds | gain on the mean of the last 5 rounds, per seed | mean ± std | gain on the final round, per seed | mean ± std |")
+    print("|---|---|---|---|---|---|")
+    skip = {os.path.realpath(p.rstrip("/")) for p in prefixes}
+    for g, rs in groups.items():
+        paired = [r for r in rs if r["seed"] in base]
+        if not paired or os.path.realpath(os.path.join(dir, g)) in skip:
+            continue
+        l5 = [100 * (r["last5"] - base[r["seed"]]["last5"]) for r in paired]
+        fin = [100 * (r["final"] - base[r["seed"]]["final"]) for r in paired]
+        print(f"| {g} | {','.join(str(r['seed']) for r in paired)} "
+              f"| {', '.join(f'{x:+.2f}' for x in l5)} | {fmt(l5, sign=True)} "
+              f"| {', '.join(f'{x:+.2f}' for x in fin)} | {fmt(fin, sign=True)} |")
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--target", type=float, default=0.95)
+    ap.add_argument("--baseline", action="append", default=[], metavar="PREFIX")
+    ap.add_argument("dir")
+    a = ap.parse_args()
+    groups = load_runs(a.dir, a.target)
     if not groups:
         sys.exit(f"fedsum: no finished runs (NAME-seedN/summary.json) in {a.dir}")
     t = f"{100 * a.target:g} %"
@@ -87,6 +136,8 @@ def main():
               f"| {fmt([r['up'] for r in rs], 1e-6, 1)} "
               f"| {fmt([r['hit_round'] for r in reached], 1, 1)}{note} "
               f"| {fmt([r['hit_up'] for r in reached], 1e-6, 1)} |")
+    if a.baseline:
+        print_gains(a.dir, groups, load_baseline(a.baseline, a.target), a.baseline)
 
 
 if __name__ == "__main__":
