@@ -9,8 +9,8 @@ skewed partitions swings by several points from round to round.
 
 With --baseline PREFIX (repeatable; PREFIX is a run folder without its
 -seedN, e.g. results/federated/dynafed/fedavg), a second table gives each
-configuration's gain over that baseline seed by seed, on the last-five mean
-and on the final round, for the seeds both have: the same seed means the
+configuration's gain over that baseline seed by seed, on the last-five mean,
+the final round and the best round, for the seeds both have: the same seed means the
 same partition and client sampling, so the paired gain is the fair one.
 
 Usage: scripts/results/fedsum.py [--target 0.95] [--baseline PREFIX]... DIR
@@ -99,20 +99,26 @@ def load_baseline(prefixes, target):
     return by_seed
 
 
+GAIN_METRICS = (("last5", "mean of the last 5 rounds"), ("final", "final round"), ("best", "best round"))
+
+
 def print_gains(dir, groups, base, prefixes):
+    """One row per configuration and metric: the baseline's and the run's
+    accuracy over the paired seeds, and the gain seed by seed."""
     print()
-    print("| run | seeds | gain on the mean of the last 5 rounds, per seed | mean ± std | gain on the final round, per seed | mean ± std |")
-    print("|---|---|---|---|---|---|")
+    print("| run | metric | seeds | baseline % | run % | gain per seed | gain, mean ± std |")
+    print("|---|---|---|---|---|---|---|")
     skip = {os.path.realpath(p.rstrip("/")) for p in prefixes}
     for g, rs in groups.items():
         paired = [r for r in rs if r["seed"] in base]
         if not paired or os.path.realpath(os.path.join(dir, g)) in skip:
             continue
-        l5 = [100 * (r["last5"] - base[r["seed"]]["last5"]) for r in paired]
-        fin = [100 * (r["final"] - base[r["seed"]]["final"]) for r in paired]
-        print(f"| {g} | {','.join(str(r['seed']) for r in paired)} "
-              f"| {', '.join(f'{x:+.2f}' for x in l5)} | {fmt(l5, sign=True)} "
-              f"| {', '.join(f'{x:+.2f}' for x in fin)} | {fmt(fin, sign=True)} |")
+        seeds = ",".join(str(r["seed"]) for r in paired)
+        for key, label in GAIN_METRICS:
+            gains = [100 * (r[key] - base[r["seed"]][key]) for r in paired]
+            print(f"| {g} | {label} | {seeds} "
+                  f"| {fmt([base[r['seed']][key] for r in paired], 100)} | {fmt([r[key] for r in paired], 100)} "
+                  f"| {', '.join(f'{x:+.2f}' for x in gains)} | {fmt(gains, sign=True)} |")
 
 
 def main():
