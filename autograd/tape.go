@@ -39,6 +39,9 @@ type Tape[T Float] struct {
 	owned  []*tensor.Tensor[T]
 	err    error
 	noGrad int // >0 while recording is off (NoGrad, or Grad without createGraph)
+	// inPlaceAdds counts gradient contributions Grad added in place
+	// (liveSet.addInPlace); tests read it.
+	inPlaceAdds int
 }
 
 // Var is a value on a tape. Vars are created by the tape (Param, Const) or by
@@ -276,10 +279,13 @@ func (tp *Tape[T]) Grad(outputs, seeds, wrt []*Var[T], createGraph bool) ([]*Var
 	// the slots that refer to it (views share their buffer's first element).
 	var live *liveSet[T]
 	if !createGraph {
-		live = &liveSet[T]{tp: tp, from: len(tp.owned), refs: map[*T]int{}}
+		live = &liveSet[T]{tp: tp, from: len(tp.owned), refs: map[*T]int{}, mine: map[*T]int{}}
 	}
 	store := func(id int, g *Var[T]) {
 		old := grads[id]
+		if live != nil && live.addInPlace(old, g) {
+			return
+		}
 		grads[id] = accumulate(old, g)
 		if live != nil {
 			live.ref(grads[id], +1)
@@ -372,6 +378,30 @@ type liveSet[T Float] struct {
 	tp   *Tape[T]
 	from int // tp.owned[from:] were allocated by this sweep
 	refs map[*T]int
+	// mine maps the first element of each buffer this sweep allocated and
+	// kept, as of the last sweep, to the buffer's length.
+	mine map[*T]int
+}
+
+// addInPlace adds g into acc's buffer when nothing but acc's own gradient
+// slot can see that buffer: it was allocated by this sweep (so no caller
+// holds it), exactly one slot refers to it, acc covers all of it, and g
+// lives elsewhere. It reports whether it did; otherwise the caller
+// accumulates into a fresh buffer. Without a graph to record, this saves
+// one buffer and one pass of memory per accumulation, and gives the same
+// bits: y += 1·x is one rounding of y + x, as Add computes it.
+func (l *liveSet[T]) addInPlace(acc, g *Var[T]) bool {
+	k := bufKey(acc)
+	if k == nil || l.refs[k] != 1 || bufKey(g) == k {
+		return false
+	}
+	n, ok := l.mine[k]
+	if !ok || len(acc.Value.Data) != n || len(g.Value.Data) != n {
+		return false
+	}
+	tensor.Axpy(1, g.Value.Data, acc.Value.Data)
+	l.tp.inPlaceAdds++
+	return true
 }
 
 func bufKey[T Float](v *Var[T]) *T {
@@ -398,8 +428,10 @@ func (l *liveSet[T]) sweep() {
 		k := &t.Data[0]
 		if l.refs[k] > 0 {
 			kept = append(kept, t)
+			l.mine[k] = len(t.Data)
 			continue
 		}
+		delete(l.mine, k)
 		tensor.Put(t)
 	}
 	clear(owned[len(kept):])

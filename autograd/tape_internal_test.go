@@ -210,3 +210,82 @@ func TestReLUAvgPoolFusedMatchesComposite(t *testing.T) {
 		}
 	}
 }
+
+// Without createGraph, Grad adds a variable's gradient contributions into
+// one buffer in place (liveSet.addInPlace). The result must be bit for bit
+// the one of the recorded path (createGraph, which builds Add nodes), the
+// in-place path must actually run, and a seed the caller passed must come
+// back untouched even when it is also a contribution to a sum.
+func TestGradAccumulatesInPlaceBitForBit(t *testing.T) {
+	rng := tensor.NewRNG(5, 1)
+	tp := NewTape[float32]()
+	defer tp.Release()
+	x0 := tensor.New[float32](3, 257)
+	tensor.FillNormal(rng, x0, 0, 1)
+	w0 := tensor.New[float32](3, 257)
+	tensor.FillNormal(rng, w0, 0, 1)
+	x, w := tp.Param(x0), tp.Const(w0)
+	// x feeds five operations: its gradient is a sum of five buffers.
+	h := Add(Mul(x, w), Square(x))
+	y := Add(Add(h, Tanh(x)), Scale(ReLU(x), 3))
+	out := Add(y, x)
+	seed := tensor.New[float32](3, 257)
+	tensor.FillNormal(rng, seed, 0, 1)
+	seedCopy := seed.Clone()
+	seeds := []*Var[float32]{tp.Const(seed)}
+
+	ref, err := tp.Grad([]*Var[float32]{out}, seeds, []*Var[float32]{x}, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := tp.inPlaceAdds
+	got, err := tp.Grad([]*Var[float32]{out}, seeds, []*Var[float32]{x}, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tp.inPlaceAdds == before {
+		t.Fatal("no contribution was added in place")
+	}
+	for i, v := range got[0].Value.Data {
+		if v != ref[0].Value.Data[i] {
+			t.Fatalf("element %d: in place %v, recorded path %v", i, v, ref[0].Value.Data[i])
+		}
+	}
+	for i, v := range seed.Data {
+		if v != seedCopy.Data[i] {
+			t.Fatalf("the caller's seed changed at element %d: %v, was %v", i, v, seedCopy.Data[i])
+		}
+	}
+}
+
+// Add's backward hands one buffer to both its inputs. When one of them then
+// receives another contribution before the other is consumed, the sum must
+// not be added into the shared buffer: here A's second contribution (from
+// C = A·w) arrives while B still waits for its own backward.
+func TestGradInPlaceSparesSharedBuffers(t *testing.T) {
+	rng := tensor.NewRNG(6, 1)
+	tp := NewTape[float32]()
+	defer tp.Release()
+	x0 := tensor.New[float32](2, 129)
+	tensor.FillNormal(rng, x0, 0, 1)
+	w0 := tensor.New[float32](2, 129)
+	tensor.FillNormal(rng, w0, 0, 1)
+	x, w := tp.Param(x0), tp.Const(w0)
+	a := Tanh(x)
+	b := Tanh(Scale(x, 2))
+	c := Mul(a, w)
+	out := Sum(Add(Add(b, a), c))
+	ref, err := tp.Grad([]*Var[float32]{out}, nil, []*Var[float32]{x}, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := tp.Grad([]*Var[float32]{out}, nil, []*Var[float32]{x}, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, v := range got[0].Value.Data {
+		if v != ref[0].Value.Data[i] {
+			t.Fatalf("element %d: without a graph %v, with one %v", i, v, ref[0].Value.Data[i])
+		}
+	}
+}

@@ -14,7 +14,15 @@ import (
 // pin a set of buffers for every shape it ever saw. When a Put takes the pool
 // past the cap the pool is emptied, which costs the current loop one round
 // of fresh allocations.
-const maxPerSize = 64
+//
+// maxPerSize only guards the per-size lists against runaway growth; the
+// byte cap is what bounds memory. It must exceed the buffers of one size a
+// single step holds at once: MTT at IPC 10 keeps 30 unrolled steps of
+// activations and their recorded gradients alive, a few hundred buffers of
+// each activation size. With 64 per size the surplus went back to the
+// garbage collector after every iteration and the next one faulted the
+// same gigabytes in again (about a third of its time in the kernel).
+const maxPerSize = 4096
 
 // minFreeCap is the least freeCap: 1 GiB of free buffers.
 const minFreeCap = 1 << 30

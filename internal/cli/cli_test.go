@@ -25,6 +25,7 @@ func TestMainExitCodesAndMessages(t *testing.T) {
 		{[]string{"train", "--model", "transformer", "--train-limit", "10"}, 2, "transformer"},
 		{[]string{"train", "--augment", "colour"}, 2, "colour"},
 		{[]string{"nosuchcommand"}, 1, "unknown command"},
+		{[]string{"version", "--cpuprofile", "/nonexistent-dir/cpu.prof"}, 2, `--cpuprofile "/nonexistent-dir/cpu.prof"`},
 	}
 	for _, c := range cases {
 		var out, errb bytes.Buffer
@@ -35,6 +36,23 @@ func TestMainExitCodesAndMessages(t *testing.T) {
 		if !strings.Contains(out.String()+errb.String(), c.want) {
 			t.Errorf("%v: output %q does not mention %q", c.args, out.String()+errb.String(), c.want)
 		}
+	}
+}
+
+// --cpuprofile writes a profile that go tool pprof can read (a gzipped
+// protocol buffer), for any subcommand.
+func TestCPUProfileFlag(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "cpu.prof")
+	var out, errb bytes.Buffer
+	if code := Main([]string{"version", "--cpuprofile", path}, &out, &errb); code != 0 {
+		t.Fatalf("exit %d: %s", code, errb.String())
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(b) < 2 || b[0] != 0x1f || b[1] != 0x8b {
+		t.Fatalf("profile of %d bytes is not gzip data (pprof's format)", len(b))
 	}
 }
 

@@ -10,6 +10,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"syscall"
 
 	"github.com/spf13/cobra"
@@ -20,11 +21,17 @@ var Version = "dev"
 
 // Main runs fedsim with args and returns the process exit code.
 func Main(args []string, stdout, stderr io.Writer) int {
-	root := NewRootCmd(stdout, stderr)
+	root, prof := newRootCmd(stdout, stderr)
 	root.SetArgs(args)
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := root.ExecuteContext(ctx); err != nil {
+	err := root.ExecuteContext(ctx)
+	// Stop the profile whether the command failed or not: a profile of a
+	// run that ended in an error is still worth reading.
+	if perr := prof.stop(); perr != nil && err == nil {
+		err = perr
+	}
+	if err != nil {
 		var ue usageError
 		if errors.As(err, &ue) {
 			fmt.Fprintf(stderr, "fedsim: %v\n", err)
@@ -45,6 +52,49 @@ func usagef(format string, args ...any) error { return usageError{fmt.Errorf(for
 
 // NewRootCmd builds the command tree.
 func NewRootCmd(stdout, stderr io.Writer) *cobra.Command {
+	root, _ := newRootCmd(stdout, stderr)
+	return root
+}
+
+// cpuProfile is the root's --cpuprofile flag: a CPU profile of the whole
+// command (any subcommand), for `go tool pprof`.
+type cpuProfile struct {
+	path string
+	f    *os.File
+}
+
+func (p *cpuProfile) start() error {
+	if p.path == "" {
+		return nil
+	}
+	f, err := os.Create(p.path)
+	if err != nil {
+		return usagef("--cpuprofile %q: %v (give a writable file path)", p.path, err)
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return fmt.Errorf("--cpuprofile %q: %v", p.path, err)
+	}
+	p.f = f
+	return nil
+}
+
+// stop ends the profile if one was started; it is safe to call twice.
+func (p *cpuProfile) stop() error {
+	if p.f == nil {
+		return nil
+	}
+	pprof.StopCPUProfile()
+	err := p.f.Close()
+	p.f = nil
+	if err != nil {
+		return fmt.Errorf("--cpuprofile %q: %v", p.path, err)
+	}
+	return nil
+}
+
+func newRootCmd(stdout, stderr io.Writer) (*cobra.Command, *cpuProfile) {
+	prof := &cpuProfile{}
 	root := &cobra.Command{
 		Use:           "fedsim",
 		Short:         "Federated-learning simulator whose engine is dataset distillation",
@@ -60,13 +110,15 @@ func NewRootCmd(stdout, stderr io.Writer) *cobra.Command {
 		ro.Changed = changedFlags(c.Flags())
 		return RunRun(c.Context(), ro, stdout, stderr)
 	}
+	root.PersistentFlags().StringVar(&prof.path, "cpuprofile", "", "write a CPU profile of the command to `FILE` (read it with go tool pprof)")
+	root.PersistentPreRunE = func(*cobra.Command, []string) error { return prof.start() }
 	root.SetOut(stdout)
 	root.SetErr(stderr)
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
 	root.AddCommand(newVersionCmd(stdout), newRunCmd(stdout, stderr), newBenchCmd(stdout, stderr), newTrainCmd(stdout, stderr), newDistillCmd(stdout, stderr), newEvalCmd(stdout, stderr), newPrivacyCmd(stdout, stderr))
 	root.AddCommand(newAttackCmd(stdout, stderr))
 	root.AddCommand(newServerCmd(stdout, stderr), newWorkerCmd(stdout, stderr), newClusterCmd(stdout, stderr), newCertsCmd(stdout))
-	return root
+	return root, prof
 }
 
 func newVersionCmd(stdout io.Writer) *cobra.Command {
