@@ -220,17 +220,12 @@ func TestGradAccumulatesInPlaceBitForBit(t *testing.T) {
 	rng := tensor.NewRNG(5, 1)
 	tp := NewTape[float32]()
 	defer tp.Release()
-	x0 := tensor.New[float32](3, 257)
-	tensor.FillNormal(rng, x0, 0, 1)
-	w0 := tensor.New[float32](3, 257)
-	tensor.FillNormal(rng, w0, 0, 1)
-	x, w := tp.Param(x0), tp.Const(w0)
+	x, w := tp.Param(normal32(rng, 3, 257)), tp.Const(normal32(rng, 3, 257))
 	// x feeds five operations: its gradient is a sum of five buffers.
 	h := Add(Mul(x, w), Square(x))
 	y := Add(Add(h, Tanh(x)), Scale(ReLU(x), 3))
 	out := Add(y, x)
-	seed := tensor.New[float32](3, 257)
-	tensor.FillNormal(rng, seed, 0, 1)
+	seed := normal32(rng, 3, 257)
 	seedCopy := seed.Clone()
 	seeds := []*Var[float32]{tp.Const(seed)}
 
@@ -246,11 +241,7 @@ func TestGradAccumulatesInPlaceBitForBit(t *testing.T) {
 	if tp.inPlaceAdds == before {
 		t.Fatal("no contribution was added in place")
 	}
-	for i, v := range got[0].Value.Data {
-		if v != ref[0].Value.Data[i] {
-			t.Fatalf("element %d: in place %v, recorded path %v", i, v, ref[0].Value.Data[i])
-		}
-	}
+	assertSameBits(t, got[0].Value, ref[0].Value)
 	for i, v := range seed.Data {
 		if v != seedCopy.Data[i] {
 			t.Fatalf("the caller's seed changed at element %d: %v, was %v", i, v, seedCopy.Data[i])
@@ -266,11 +257,7 @@ func TestGradInPlaceSparesSharedBuffers(t *testing.T) {
 	rng := tensor.NewRNG(6, 1)
 	tp := NewTape[float32]()
 	defer tp.Release()
-	x0 := tensor.New[float32](2, 129)
-	tensor.FillNormal(rng, x0, 0, 1)
-	w0 := tensor.New[float32](2, 129)
-	tensor.FillNormal(rng, w0, 0, 1)
-	x, w := tp.Param(x0), tp.Const(w0)
+	x, w := tp.Param(normal32(rng, 2, 129)), tp.Const(normal32(rng, 2, 129))
 	a := Tanh(x)
 	b := Tanh(Scale(x, 2))
 	c := Mul(a, w)
@@ -283,9 +270,22 @@ func TestGradInPlaceSparesSharedBuffers(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for i, v := range got[0].Value.Data {
-		if v != ref[0].Value.Data[i] {
-			t.Fatalf("element %d: without a graph %v, with one %v", i, v, ref[0].Value.Data[i])
+	assertSameBits(t, got[0].Value, ref[0].Value)
+}
+
+func normal32(rng *tensor.RNG, shape ...int) *tensor.Tensor[float32] {
+	x := tensor.New[float32](shape...)
+	tensor.FillNormal(rng, x, 0, 1)
+	return x
+}
+
+// assertSameBits fails unless got (Grad without a graph) equals ref (Grad
+// with one) element for element.
+func assertSameBits(t *testing.T, got, ref *tensor.Tensor[float32]) {
+	t.Helper()
+	for i, v := range got.Data {
+		if v != ref.Data[i] {
+			t.Fatalf("element %d: without a graph %v, with one %v", i, v, ref.Data[i])
 		}
 	}
 }

@@ -50,12 +50,6 @@ func (u usageError) Unwrap() error { return u.error }
 
 func usagef(format string, args ...any) error { return usageError{fmt.Errorf(format, args...)} }
 
-// NewRootCmd builds the command tree.
-func NewRootCmd(stdout, stderr io.Writer) *cobra.Command {
-	root, _ := newRootCmd(stdout, stderr)
-	return root
-}
-
 // cpuProfile is the root's --cpuprofile flag: a CPU profile of the whole
 // command (any subcommand), for `go tool pprof`.
 type cpuProfile struct {
@@ -93,6 +87,8 @@ func (p *cpuProfile) stop() error {
 	return nil
 }
 
+// newRootCmd builds the command tree, and the --cpuprofile state that Main
+// stops once the command has returned.
 func newRootCmd(stdout, stderr io.Writer) (*cobra.Command, *cpuProfile) {
 	prof := &cpuProfile{}
 	root := &cobra.Command{
