@@ -259,6 +259,14 @@ func Conv2D[T Float](dst, x, w, b *Tensor[T], p ConvParams) {
 		conv2DNarrow(any(dst.Data).([]float32), any(x.Data).([]float32), w32, b32, g)
 		return
 	}
+	if useWinograd(g) {
+		var bd []T
+		if b != nil {
+			bd = b.Data
+		}
+		conv2DWinograd(dst.Data, x.Data, w.Data, bd, g, false)
+		return
+	}
 	direct := g.pointwise()
 	wa := newFixedA(false, g.f, ckk, w.Data, ckk)
 	defer wa.release()
@@ -334,6 +342,10 @@ func Conv2DTranspose[T Float](dst, g, w *Tensor[T], p ConvParams) {
 		panic(fmt.Sprintf("tensor: Conv2DTranspose needs rank-4 tensors, got gradient %v, weights %v, destination %v", g.Shape, w.Shape, dst.Shape))
 	}
 	geo := newConvGeom("Conv2DTranspose", dst.Shape, w.Shape, g.Shape, p)
+	if useWinograd(geo) {
+		conv2DWinograd(dst.Data, g.Data, w.Data, nil, geo, true)
+		return
+	}
 	ckk, ohw, chw, nf := geo.ckk(), geo.ohw(), geo.chw(), geo.f
 	direct := geo.pointwise()
 	wt := newFixedA(true, ckk, nf, w.Data, ckk) // wᵀ, packed once for the batch
@@ -379,6 +391,10 @@ func Conv2DWeightGrad[T Float](dst, x, g *Tensor[T], p ConvParams) {
 	ckk, ohw, chw, nf := geo.ckk(), geo.ohw(), geo.chw(), geo.f
 	if geo.n == 0 {
 		clear(dst.Data)
+		return
+	}
+	if useWinograd(geo) {
+		conv2DWeightGradWinograd(dst.Data, x.Data, g.Data, geo)
 		return
 	}
 	direct := geo.pointwise()

@@ -160,6 +160,14 @@ func convCases() []convCase {
 		convCase{2, 16, 6, 6, 13, 1, 1, ConvParams{1, 1, 0, 0}},
 		convCase{9, 1, 12, 12, 40, 3, 3, ConvParams{1, 1, 3, 3}},
 		convCase{8, 5, 11, 11, 7, 5, 5, ConvParams{2, 2, 2, 2}},
+		// The Winograd path (3×3, stride 1, padding 1, at least
+		// winogradMinChannels in and out): even and odd extents, a last
+		// group of images smaller than the others (winogradGroupTiles),
+		// rectangles, one row.
+		convCase{3, 64, 8, 8, 64, 3, 3, ConvParams{1, 1, 1, 1}},
+		convCase{2, 65, 7, 5, 70, 3, 3, ConvParams{1, 1, 1, 1}},
+		convCase{11, 64, 6, 9, 66, 3, 3, ConvParams{1, 1, 1, 1}},
+		convCase{2, 72, 1, 3, 64, 3, 3, ConvParams{1, 1, 1, 1}},
 	)
 	return cs
 }
@@ -349,9 +357,28 @@ func runConvBench(b *testing.B, flops float64, f func()) {
 	}
 }
 
+// forEachConvPath runs f once per path that serves cb's convolution and its
+// adjoints: the default one, and im2col as well where the default is
+// Winograd, as sub-benchmarks named after the path. GFLOP/s counts the
+// direct convolution's flops on both, so the Winograd figure is effective.
+func forEachConvPath(b *testing.B, cb convBench, f func(b *testing.B)) {
+	x, w, _, y := cb.setup()
+	g := newConvGeom("bench", x.Shape, w.Shape, y.Shape, cb.p)
+	if !useWinograd(g) {
+		b.Run(cb.name, f)
+		return
+	}
+	b.Run(cb.name+"/winograd", f)
+	b.Run(cb.name+"/im2col", func(b *testing.B) {
+		winogradEnabled = false
+		defer func() { winogradEnabled = true }()
+		f(b)
+	})
+}
+
 func BenchmarkConv2D(b *testing.B) {
 	for _, cb := range convBenches {
-		b.Run(cb.name, func(b *testing.B) {
+		forEachConvPath(b, cb, func(b *testing.B) {
 			x, w, bias, y := cb.setup()
 			Conv2D(y, x, w, bias, cb.p)
 			runConvBench(b, cb.flops(y), func() { Conv2D(y, x, w, bias, cb.p) })
@@ -361,7 +388,7 @@ func BenchmarkConv2D(b *testing.B) {
 
 func BenchmarkConv2DTranspose(b *testing.B) {
 	for _, cb := range convBenches {
-		b.Run(cb.name, func(b *testing.B) {
+		forEachConvPath(b, cb, func(b *testing.B) {
 			x, w, _, y := cb.setup()
 			Conv2DTranspose(x, y, w, cb.p)
 			runConvBench(b, cb.flops(y), func() { Conv2DTranspose(x, y, w, cb.p) })
@@ -371,7 +398,7 @@ func BenchmarkConv2DTranspose(b *testing.B) {
 
 func BenchmarkConv2DWeightGrad(b *testing.B) {
 	for _, cb := range convBenches {
-		b.Run(cb.name, func(b *testing.B) {
+		forEachConvPath(b, cb, func(b *testing.B) {
 			x, w, _, y := cb.setup()
 			Conv2DWeightGrad(w, x, y, cb.p)
 			runConvBench(b, cb.flops(y), func() { Conv2DWeightGrad(w, x, y, cb.p) })
@@ -428,6 +455,35 @@ func TestConv2DNarrowMatchesGEMM(t *testing.T) {
 		for j := range got.Data {
 			if math.Float32bits(got.Data[j]) != math.Float32bits(want.Data[j]) {
 				t.Fatalf("%v: output %d is %v on the narrow path, %v on the GEMM path", cc, j, got.Data[j], want.Data[j])
+			}
+		}
+	}
+}
+
+// BenchmarkConvWinogradChannels times a layer's three convolutions
+// (forward, input gradient, weight gradient) on 256 images of 16×16 and
+// 8×8 on both paths across channel counts: where the Winograd path starts
+// to pay (winogradMinChannels). The im2col figure below the threshold is
+// the default path; the Winograd one there is forced.
+func BenchmarkConvWinogradChannels(b *testing.B) {
+	for _, ch := range []int{16, 32, 48, 64, 96, 128} {
+		for _, hw := range []int{16, 8} {
+			cb := convBench{fmt.Sprintf("c%d_%dx%d", ch, hw, hw), 256, ch, hw, hw, ch, 3, 3, ConvParams{1, 1, 1, 1}}
+			for _, path := range []struct {
+				name     string
+				min      int
+				winograd bool
+			}{{"winograd", 1, true}, {"im2col", 0, false}} {
+				b.Run(cb.name+"/"+path.name, func(b *testing.B) {
+					defer func(on bool, min int) { winogradEnabled, winogradMinChannels = on, min }(winogradEnabled, winogradMinChannels)
+					winogradEnabled, winogradMinChannels = path.winograd, path.min
+					x, w, bias, y := cb.setup()
+					runConvBench(b, 3*cb.flops(y), func() {
+						Conv2D(y, x, w, bias, cb.p)
+						Conv2DTranspose(x, y, w, cb.p)
+						Conv2DWeightGrad(w, x, y, cb.p)
+					})
+				})
 			}
 		}
 	}

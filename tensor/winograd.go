@@ -1,0 +1,543 @@
+package tensor
+
+import (
+	"github.com/fedsim/fedsim/internal/parallel"
+	"github.com/fedsim/fedsim/tensor/internal/vec"
+)
+
+// Winograd's minimal filtering F(2×2, 3×3) (Lavin & Gray, "Fast Algorithms
+// for Convolutional Neural Networks", 2016) for the 3×3, stride-1,
+// padding-1 convolutions that make up the ConvNet, VGG and ResNet bodies.
+//
+// Each 2×2 tile of output is computed from the 4×4 tile of input around it
+// as Y = Aᵀ [ (G g Gᵀ) ⊙ (Bᵀ d B) ] A, where g is a 3×3 kernel and ⊙ the
+// element-wise product. Summed over input channels, the element-wise
+// products become 16 independent matrix products, one per position ξ of
+// the 4×4 transformed tile:
+//
+//	M[ξ] (out × tiles) = U[ξ] (out × in) · V[ξ] (in × tiles)
+//
+// with U = G g Gᵀ per (out, in) pair and V = Bᵀ d B per (in, tile). That is
+// 16 multiplications per 4 outputs instead of 36: 2.25 times fewer flops
+// than the im2col GEMM, at the cost of the two small transforms, which are
+// additions only. The matrices (interpolation points 0, ±1) are
+//
+//	Bᵀ = [1 0 −1 0; 0 1 1 0; 0 −1 1 0; 0 1 0 −1]
+//	G  = [1 0 0; ½ ½ ½; ½ −½ ½; 0 0 1]
+//	Aᵀ = [1 1 1 0; 0 1 −1 −1]
+//
+// Every coefficient is 0, ±1 or ±½, so the transforms add no rounding
+// beyond that of the sums themselves; in float32 the result differs from
+// the im2col path by a few units in the last place of the largest terms
+// (TestConv2DAgainstNaive bounds it at 1e-5 relative, as for every path).
+//
+// The input gradient of such a convolution (Conv2DTranspose) is itself a
+// 3×3, stride-1, padding-1 correlation of the output gradient with the
+// kernels rotated by 180° and in/out channels swapped, so the same code
+// serves both. The weight gradient keeps the im2col path.
+
+// winogradMinChannels: with fewer input or output channels the GEMMs are
+// too thin to amortize the transforms. Forward, input gradient and weight
+// gradient together, 256 images at one thread, Winograd against im2col:
+// 0.58× at 16 channels, 0.82× at 32, 0.95× at 48, 1.06–1.14× at 64 and
+// 1.3× at 96 (16×16 and 8×8 images; BenchmarkConvWinogradChannels). The first
+// layer of a network on one- or three-channel images stays on the im2col
+// or narrow path.
+var winogradMinChannels = 64 // a variable for BenchmarkConvWinogradChannels
+
+// winogradGroupTiles is the least number of tiles one group of images puts
+// side by side in each of its 16 GEMMs: enough columns for the micro-kernel
+// (a 16×16 image has only 64 tiles), few enough that a group's transformed
+// input and output (16·C·tiles floats each, 2 MB at C = 128) stay near L2.
+// Groups are fixed by the batch, not by the worker count, so results do not
+// depend on the number of threads.
+const winogradGroupTiles = 256
+
+// winogradEnabled lets tests compare the Winograd path with the im2col one.
+var winogradEnabled = true
+
+// useWinograd reports whether the convolution of g (or its transpose) takes
+// the Winograd path.
+func useWinograd(g *convGeom) bool {
+	return winogradEnabled && g.kh == 3 && g.kw == 3 && g.p == ConvParams{1, 1, 1, 1} &&
+		g.c >= winogradMinChannels && g.f >= winogradMinChannels
+}
+
+// conv2DWinograd computes dst = x ⋆ w (+ b) for a 3×3, stride-1, padding-1
+// convolution, or with transpose set the adjoint dst = Σ_f x[:, f] ⋆ᵀ w[f]
+// (Conv2DTranspose, x then holding the output gradient). g is the forward
+// convolution's geometry; dst is overwritten.
+func conv2DWinograd[T Float](dst, x, w, b []T, g *convGeom, transpose bool) {
+	in, out := g.c, g.f
+	if transpose {
+		in, out = g.f, g.c
+	}
+	h, wd := g.h, g.w // stride 1, padding 1: the output has the input's extent
+	tH, tW := (h+1)/2, (wd+1)/2
+	perImage := tH * tW
+	groupImages := max(1, min(g.n, (winogradGroupTiles+perImage-1)/perImage))
+	groups := (g.n + groupImages - 1) / groupImages
+
+	u := GetUninit[T](16 * out * in)
+	defer Put(u)
+	winogradWeights(u.Data, w, g.f, g.c, transpose)
+	var us [16]*fixedA[T]
+	for xi := range us {
+		us[xi] = newFixedA(false, out, in, u.Data[xi*out*in:(xi+1)*out*in], in)
+		defer us[xi].release()
+	}
+
+	parallel.For(groups, 1, func(lo, hi int) {
+		cols := groupImages * perImage
+		v := GetUninit[T](16 * in * cols)
+		m := GetUninit[T](16 * out * cols)
+		y := GetUninit[T](4 * out * cols)
+		defer Put(v)
+		defer Put(m)
+		defer Put(y)
+		for gi := lo; gi < hi; gi++ {
+			n0 := gi * groupImages
+			imgs := min(groupImages, g.n-n0)
+			ld := imgs * perImage // columns of this group's matrices
+			winogradInput(v.Data, x[n0*in*h*wd:(n0+imgs)*in*h*wd], imgs, in, h, wd, ld)
+			for xi, a := range us {
+				a.mul(false, ld, 1, v.Data[xi*in*ld:(xi+1)*in*ld], ld, 0, m.Data[xi*out*ld:(xi+1)*out*ld], ld)
+			}
+			winogradOutput(dst[n0*out*h*wd:(n0+imgs)*out*h*wd], m.Data, b, imgs, out, h, wd, ld, y.Data)
+		}
+	})
+}
+
+// winogradWeights writes U = G g Gᵀ for every kernel g into u as 16
+// matrices out×in (u[ξ·out·in + o·in + i]). w is (F, C, 3, 3). Without
+// flip, out = F and in = C; with flip (the adjoint), out = C, in = F and
+// each kernel is rotated by 180°.
+func winogradWeights[T Float](u, w []T, f, c int, flip bool) {
+	out, in := f, c
+	if flip {
+		out, in = c, f
+	}
+	plane := out * in
+	for fo := 0; fo < f; fo++ {
+		for ci := 0; ci < c; ci++ {
+			k := w[(fo*c+ci)*9 : (fo*c+ci)*9+9]
+			var gk [3][3]T
+			for i := range 3 {
+				for j := range 3 {
+					if flip {
+						gk[i][j] = k[(2-i)*3+2-j]
+					} else {
+						gk[i][j] = k[i*3+j]
+					}
+				}
+			}
+			var t [4][3]T // G·g
+			for j := range 3 {
+				t[0][j] = gk[0][j]
+				t[1][j] = (gk[0][j] + gk[1][j] + gk[2][j]) / 2
+				t[2][j] = (gk[0][j] - gk[1][j] + gk[2][j]) / 2
+				t[3][j] = gk[2][j]
+			}
+			idx := fo*in + ci
+			if flip {
+				idx = ci*in + fo
+			}
+			for i := range 4 {
+				r := t[i]
+				u[(4*i+0)*plane+idx] = r[0]
+				u[(4*i+1)*plane+idx] = (r[0] + r[1] + r[2]) / 2
+				u[(4*i+2)*plane+idx] = (r[0] - r[1] + r[2]) / 2
+				u[(4*i+3)*plane+idx] = r[2]
+			}
+		}
+	}
+}
+
+// winogradInput writes V = Bᵀ d B for every channel and 4×4 input tile d
+// of imgs images x (imgs, in, h, w) into v as 16 matrices in×ld
+// (v[ξ·in·ld + c·ld + tile]); tiles are numbered image by image, row by
+// row. Tile (ty, tx) reads rows 2ty−1 … 2ty+2 and columns 2tx−1 … 2tx+2,
+// zero outside the image.
+//
+// Per strip of four input rows, Bᵀ is applied once to whole rows (into
+// four rows t padded with zeros at both ends), then B to each tile's four
+// columns of t: neighbouring tiles share two columns, and the loops are
+// plain enough for the compiler to keep the tile in registers. (Gathering
+// the tiles into 16 planes and combining those with SIMD, as
+// winogradOutput does, measured slower: the gather costs more than the
+// arithmetic it vectorizes.)
+func winogradInput[T Float](v, x []T, imgs, in, h, w, ld int) {
+	tH, tW := (h+1)/2, (w+1)/2
+	plane := in * ld
+	tw := 2*tW + 2 // padded strip width: column j of the image is column j+1
+	buf := make([]T, 4*tw+w)
+	t0, t1, t2, t3 := buf[:tw], buf[tw:2*tw], buf[2*tw:3*tw], buf[3*tw:4*tw]
+	zero := buf[4*tw:]
+	row := func(xc []T, y int) []T {
+		if y < 0 || y >= h {
+			return zero
+		}
+		return xc[y*w : (y+1)*w]
+	}
+	for img := 0; img < imgs; img++ {
+		for c := 0; c < in; c++ {
+			xc := x[(img*in+c)*h*w : (img*in+c+1)*h*w]
+			for ty := 0; ty < tH; ty++ {
+				r0, r1, r2, r3 := row(xc, 2*ty-1), row(xc, 2*ty), row(xc, 2*ty+1), row(xc, 2*ty+2)
+				r1, r2, r3 = r1[:len(r0)], r2[:len(r0)], r3[:len(r0)]
+				a0, a1, a2, a3 := t0[1:len(r0)+1], t1[1:len(r0)+1], t2[1:len(r0)+1], t3[1:len(r0)+1]
+				for j, d0 := range r0 {
+					d1, d2, d3 := r1[j], r2[j], r3[j]
+					a0[j] = d0 - d2
+					a1[j] = d1 + d2
+					a2[j] = d2 - d1
+					a3[j] = d1 - d3
+				}
+				base := c*ld + img*tH*tW + ty*tW
+				for i, t := range [4][]T{t0, t1, t2, t3} {
+					o := (4*i)*plane + base
+					v0 := v[o : o+tW]
+					v1 := v[o+plane : o+plane+tW]
+					v2 := v[o+2*plane : o+2*plane+tW]
+					v3 := v[o+3*plane : o+3*plane+tW]
+					t = t[:2*tW+2]
+					for tx := range v0 {
+						p := t[2*tx : 2*tx+4]
+						p0, p1, p2, p3 := p[0], p[1], p[2], p[3]
+						v0[tx] = p0 - p2
+						v1[tx] = p1 + p2
+						v2[tx] = p2 - p1
+						v3[tx] = p1 - p3
+					}
+				}
+			}
+		}
+	}
+}
+
+// winogradOutput writes Y = Aᵀ m A (+ b) for every output channel and tile
+// of the 16 matrices m (out×ld, laid out as winogradInput's v) into dst
+// (imgs, out, h, w), dropping the tile entries that fall outside an image
+// of odd extent. b is the bias (nil for none); y is scratch of 4·out·ld.
+//
+// The transform is the same linear map at every position of the 16
+// planes, so for float32 each of the four output planes Y_ij = Σ_ξ
+// Aᵀ[i][a]·Aᵀ[j][b]·m_ξ (ξ = 4a+b) is formed over whole planes by the SIMD
+// weighted row sum, in chunks that stay in L1; the planes are then
+// interleaved into the images.
+func winogradOutput[T Float](dst, m, b []T, imgs, out, h, w, ld int, y []T) {
+	m32, ok := any(m).([]float32)
+	if !ok {
+		winogradOutputScalar(dst, m, b, imgs, out, h, w, ld)
+		return
+	}
+	y32 := any(y).([]float32)
+	plane := out * ld
+	for lo := 0; lo < plane; lo += winogradChunk {
+		hi := min(plane, lo+winogradChunk)
+		for ij, wt := range &winogradOutWeights {
+			// Rows a = i … i+2 of the transformed tile (Aᵀ row i has
+			// zeros elsewhere): 12 of the 16 planes.
+			first := 4 * (ij / 2)
+			vec.WeightedRows(y32[ij*plane+lo:ij*plane+hi], m32[first*plane+lo:], plane, wt[:], 0, false)
+		}
+	}
+	tH, tW := (h+1)/2, (w+1)/2
+	for img := 0; img < imgs; img++ {
+		for f := 0; f < out; f++ {
+			var bias T
+			if b != nil {
+				bias = b[f]
+			}
+			yc := dst[(img*out+f)*h*w : (img*out+f+1)*h*w]
+			for ty := 0; ty < tH; ty++ {
+				o := f*ld + img*tH*tW + ty*tW
+				for i := range 2 {
+					if 2*ty+i >= h {
+						break
+					}
+					row := yc[(2*ty+i)*w : (2*ty+i+1)*w]
+					e, od := y[(2*i)*plane+o:(2*i)*plane+o+tW], y[(2*i+1)*plane+o:(2*i+1)*plane+o+tW]
+					if len(row) == 2*tW {
+						for tx, ev := range e {
+							q := row[2*tx : 2*tx+2]
+							q[0] = ev + bias
+							q[1] = od[tx] + bias
+						}
+						continue
+					}
+					for tx, ev := range e {
+						row[2*tx] = ev + bias
+						if 2*tx+1 < w {
+							row[2*tx+1] = od[tx] + bias
+						}
+					}
+				}
+			}
+		}
+	}
+}
+
+// winogradChunk is the number of plane positions winogradOutput transforms
+// at a time: 12 rows of it (24 KB) stay in L1.
+const winogradChunk = 512
+
+// winogradOutWeights[2i+j][4(a−i)+b] = Aᵀ[i][a]·Aᵀ[j][b] for a = i … i+2:
+// the weights of output (i, j) over the 12 planes from row i of the
+// transformed tile on.
+var winogradOutWeights = func() (ws [4][12]float32) {
+	at := [2][4]float32{{1, 1, 1, 0}, {0, 1, -1, -1}}
+	for i := range 2 {
+		for j := range 2 {
+			for a := i; a < i+3; a++ {
+				for bb := range 4 {
+					ws[2*i+j][4*(a-i)+bb] = at[i][a] * at[j][bb]
+				}
+			}
+		}
+	}
+	return ws
+}()
+
+// winogradOutputScalar is winogradOutput tile by tile, for float64.
+func winogradOutputScalar[T Float](dst, m, b []T, imgs, out, h, w, ld int) {
+	tH, tW := (h+1)/2, (w+1)/2
+	plane := out * ld
+	// Two output rows of the strip, padded to whole tiles.
+	buf := make([]T, 4*tW)
+	y0, y1 := buf[:2*tW], buf[2*tW:]
+	for img := 0; img < imgs; img++ {
+		for f := 0; f < out; f++ {
+			var bias T
+			if b != nil {
+				bias = b[f]
+			}
+			yc := dst[(img*out+f)*h*w : (img*out+f+1)*h*w]
+			for ty := 0; ty < tH; ty++ {
+				o := f*ld + img*tH*tW + ty*tW
+				var ms [16][]T
+				for xi := range ms {
+					ms[xi] = m[xi*plane+o : xi*plane+o+tW]
+				}
+				// Aᵀ·m over the tile rows, one column position j at a time,
+				// then ·A.
+				for tx := 0; tx < tW; tx++ {
+					m00, m01, m02, m03 := ms[0][tx], ms[1][tx], ms[2][tx], ms[3][tx]
+					m10, m11, m12, m13 := ms[4][tx], ms[5][tx], ms[6][tx], ms[7][tx]
+					m20, m21, m22, m23 := ms[8][tx], ms[9][tx], ms[10][tx], ms[11][tx]
+					m30, m31, m32, m33 := ms[12][tx], ms[13][tx], ms[14][tx], ms[15][tx]
+					s00, s01, s02, s03 := m00+m10+m20, m01+m11+m21, m02+m12+m22, m03+m13+m23
+					s10, s11, s12, s13 := m10-m20-m30, m11-m21-m31, m12-m22-m32, m13-m23-m33
+					q := y0[2*tx : 2*tx+2]
+					q[0] = s00 + s01 + s02 + bias
+					q[1] = s01 - s02 - s03 + bias
+					q = y1[2*tx : 2*tx+2]
+					q[0] = s10 + s11 + s12 + bias
+					q[1] = s11 - s12 - s13 + bias
+				}
+				copy(yc[2*ty*w:(2*ty+1)*w], y0)
+				if 2*ty+1 < h {
+					copy(yc[(2*ty+1)*w:(2*ty+2)*w], y1)
+				}
+			}
+		}
+	}
+}
+
+// conv2DWeightGradWinograd computes the weight gradient of a 3×3,
+// stride-1, padding-1 convolution, dst (F, C, 3, 3) = Σ_n g_n ⋆ x_n, by
+// F(3×3, 2×2), the transpose of the forward algorithm: with V = Bᵀ d B
+// the input tiles as in the forward pass and Q = A q Aᵀ the 2×2 tiles q of
+// the output gradient (zero past the image),
+//
+//	S[ξ] (F × C) = Σ_tiles Q[ξ] (F × tiles) · V[ξ]ᵀ (tiles × C)
+//	dst[f][c]    = Gᵀ S[f][c] G
+//
+// because the forward output is Aᵀ[(G w Gᵀ) ⊙ V]A and so its derivative
+// with respect to w contracts g with A on the output side and G on the
+// kernel side. The batch is cut into the forward pass's groups, the groups
+// into one range per worker with its own S, and the ranges' S are added in
+// order, as in Conv2DWeightGrad.
+func conv2DWeightGradWinograd[T Float](dst, x, g []T, geo *convGeom) {
+	in, out, h, wd := geo.c, geo.f, geo.h, geo.w
+	tH, tW := (h+1)/2, (wd+1)/2
+	perImage := tH * tW
+	groupImages := max(1, min(geo.n, (winogradGroupTiles+perImage-1)/perImage))
+	groups := (geo.n + groupImages - 1) / groupImages
+	chunks := min(parallel.Workers(), groups)
+	partials := make([]*Tensor[T], chunks)
+	parallel.For(chunks, 1, func(lo, hi int) {
+		cols := groupImages * perImage
+		v := GetUninit[T](16 * in * cols)
+		q := GetUninit[T](16 * out * cols)
+		p := GetUninit[T](4 * out * cols)
+		defer Put(v)
+		defer Put(q)
+		defer Put(p)
+		for c := lo; c < hi; c++ {
+			s := GetUninit[T](16 * out * in)
+			partials[c] = s
+			g0, g1 := c*groups/chunks, (c+1)*groups/chunks
+			for gi := g0; gi < g1; gi++ {
+				n0 := gi * groupImages
+				imgs := min(groupImages, geo.n-n0)
+				ld := imgs * perImage
+				winogradInput(v.Data, x[n0*in*h*wd:(n0+imgs)*in*h*wd], imgs, in, h, wd, ld)
+				winogradGradTiles(q.Data, g[n0*out*h*wd:(n0+imgs)*out*h*wd], imgs, out, h, wd, ld, p.Data)
+				var beta T
+				if gi > g0 {
+					beta = 1
+				}
+				for xi := range 16 {
+					Gemm(false, true, out, in, ld, 1, q.Data[xi*out*ld:(xi+1)*out*ld], ld,
+						v.Data[xi*in*ld:(xi+1)*in*ld], ld, beta, s.Data[xi*out*in:(xi+1)*out*in], in)
+				}
+			}
+		}
+	})
+	sum := partials[0]
+	for _, pt := range partials[1:] {
+		addTo(sum.Data, pt.Data)
+		Put(pt)
+	}
+	defer Put(sum)
+	// dst[f][c] = Gᵀ S G, G = [1 0 0; ½ ½ ½; ½ −½ ½; 0 0 1].
+	plane := out * in
+	for k := 0; k < plane; k++ {
+		var sk [4][4]T
+		for a := range 4 {
+			for b := range 4 {
+				sk[a][b] = sum.Data[(4*a+b)*plane+k]
+			}
+		}
+		var t [3][4]T // Gᵀ S
+		for b := range 4 {
+			t[0][b] = sk[0][b] + (sk[1][b]+sk[2][b])/2
+			t[1][b] = (sk[1][b] - sk[2][b]) / 2
+			t[2][b] = (sk[1][b]+sk[2][b])/2 + sk[3][b]
+		}
+		d := dst[k*9 : k*9+9]
+		for r := range 3 {
+			d[3*r+0] = t[r][0] + (t[r][1]+t[r][2])/2
+			d[3*r+1] = (t[r][1] - t[r][2]) / 2
+			d[3*r+2] = (t[r][1]+t[r][2])/2 + t[r][3]
+		}
+	}
+}
+
+// winogradGradTiles writes Q = A q Aᵀ for every output channel and 2×2
+// tile q of the output gradient g (imgs, out, h, w), zero past an image of
+// odd extent, into q as 16 matrices out×ld laid out as winogradInput's v.
+// A = [1 0; 1 1; 1 −1; 0 −1]. p is scratch of 4·out·ld.
+//
+// As in winogradOutput, float32 takes the plane-wise route: the tiles'
+// four entries are first de-interleaved into four planes q_ij, then each
+// Q plane is a SIMD weighted sum of those four.
+func winogradGradTiles[T Float](q, g []T, imgs, out, h, w, ld int, p []T) {
+	q32, ok := any(q).([]float32)
+	if !ok {
+		winogradGradTilesScalar(q, g, imgs, out, h, w, ld)
+		return
+	}
+	tH, tW := (h+1)/2, (w+1)/2
+	plane := out * ld
+	for img := 0; img < imgs; img++ {
+		for f := 0; f < out; f++ {
+			gc := g[(img*out+f)*h*w : (img*out+f+1)*h*w]
+			for ty := 0; ty < tH; ty++ {
+				o := f*ld + img*tH*tW + ty*tW
+				for i := range 2 {
+					e, od := p[(2*i)*plane+o:(2*i)*plane+o+tW], p[(2*i+1)*plane+o:(2*i+1)*plane+o+tW]
+					if 2*ty+i >= h {
+						clear(e)
+						clear(od)
+						continue
+					}
+					row := gc[(2*ty+i)*w : (2*ty+i+1)*w]
+					if len(row) == 2*tW {
+						for tx := range e {
+							r := row[2*tx : 2*tx+2]
+							e[tx], od[tx] = r[0], r[1]
+						}
+						continue
+					}
+					for tx := range e {
+						e[tx], od[tx] = row[2*tx], 0
+						if 2*tx+1 < w {
+							od[tx] = row[2*tx+1]
+						}
+					}
+				}
+			}
+		}
+	}
+	winogradCombine(q32, any(p).([]float32), plane, winogradGradWeights[:])
+}
+
+// winogradGradWeights[4a+b] are the weights of Q[a][b] over the planes
+// q00, q01, q10, q11: A[a][i]·A[b][j].
+var winogradGradWeights = func() (ws [16][]float32) {
+	a := [4][2]float32{{1, 0}, {1, 1}, {1, -1}, {0, -1}}
+	for x := range 4 {
+		for y := range 4 {
+			ws[4*x+y] = []float32{a[x][0] * a[y][0], a[x][0] * a[y][1], a[x][1] * a[y][0], a[x][1] * a[y][1]}
+		}
+	}
+	return ws
+}()
+
+// winogradCombine sets plane k of dst (planes of the given length, one
+// after another) to the weighted sum Σ_r weights[k][r]·src_r of the planes
+// of src, with SIMD weighted row sums over chunks that stay in L1.
+func winogradCombine(dst, src []float32, plane int, weights [][]float32) {
+	for lo := 0; lo < plane; lo += winogradChunk {
+		hi := min(plane, lo+winogradChunk)
+		for k, wt := range weights {
+			vec.WeightedRows(dst[k*plane+lo:k*plane+hi], src[lo:], plane, wt, 0, false)
+		}
+	}
+}
+
+// winogradGradTilesScalar is winogradGradTiles tile by tile, for float64.
+func winogradGradTilesScalar[T Float](q, g []T, imgs, out, h, w, ld int) {
+	tH, tW := (h+1)/2, (w+1)/2
+	plane := out * ld
+	for img := 0; img < imgs; img++ {
+		for f := 0; f < out; f++ {
+			gc := g[(img*out+f)*h*w : (img*out+f+1)*h*w]
+			for ty := 0; ty < tH; ty++ {
+				o := f*ld + img*tH*tW + ty*tW
+				var qs [16][]T
+				for xi := range qs {
+					qs[xi] = q[xi*plane+o : xi*plane+o+tW]
+				}
+				r0 := gc[2*ty*w : (2*ty+1)*w]
+				var r1 []T
+				if 2*ty+1 < h {
+					r1 = gc[(2*ty+1)*w : (2*ty+2)*w]
+				}
+				for tx := 0; tx < tW; tx++ {
+					var q00, q01, q10, q11 T
+					q00 = r0[2*tx]
+					if 2*tx+1 < w {
+						q01 = r0[2*tx+1]
+					}
+					if r1 != nil {
+						q10 = r1[2*tx]
+						if 2*tx+1 < w {
+							q11 = r1[2*tx+1]
+						}
+					}
+					// Rows: A·q (4×2), then columns: ·Aᵀ.
+					rows := [4][2]T{{q00, q01}, {q00 + q10, q01 + q11}, {q00 - q10, q01 - q11}, {-q10, -q11}}
+					for a, r := range rows {
+						qs[4*a+0][tx] = r[0]
+						qs[4*a+1][tx] = r[0] + r[1]
+						qs[4*a+2][tx] = r[0] - r[1]
+						qs[4*a+3][tx] = -r[1]
+					}
+				}
+			}
+		}
+	}
+}
