@@ -488,3 +488,65 @@ func BenchmarkConvWinogradChannels(b *testing.B) {
 		}
 	}
 }
+
+// TestWinogradPrecision checks the Winograd path at the sizes it serves
+// (the ConvNet's width-128 layers) against float64: its float32 error on
+// each of the three convolutions stays within 1e-5 of the largest entry
+// and within 4 times the im2col path's own float32 error, so the faster
+// path costs no meaningful precision. It also checks that these shapes,
+// and the small Winograd cases of convCases, do take the Winograd path.
+func TestWinogradPrecision(t *testing.T) {
+	covered := 0
+	for _, cc := range convCases() {
+		x, w, _ := cc.tensors(0)
+		shape, _ := ConvOutShape(x.Shape, w.Shape, cc.p)
+		if useWinograd(newConvGeom("test", x.Shape, w.Shape, shape, cc.p)) {
+			covered++
+		}
+	}
+	if covered < 4 {
+		t.Errorf("%d of convCases take the Winograd path, want 4 (winogradMinChannels = %d)", covered, winogradMinChannels)
+	}
+	p := ConvParams{1, 1, 1, 1}
+	for i, cc := range []convCase{
+		{4, 128, 16, 16, 128, 3, 3, p},
+		{6, 128, 8, 8, 128, 3, 3, p},
+		{3, 64, 7, 7, 96, 3, 3, p},
+	} {
+		t.Run(cc.String(), func(t *testing.T) {
+			x, w, b := cc.tensors(uint64(100 + 10*i))
+			shape, _ := ConvOutShape(x.Shape, w.Shape, cc.p)
+			if !useWinograd(newConvGeom("test", x.Shape, w.Shape, shape, cc.p)) {
+				t.Fatal("not on the Winograd path")
+			}
+			g := convRand(uint64(100+10*i+5), shape...)
+			// float64 references, on the im2col path.
+			winogradEnabled = false
+			y64, dx64, dw64 := New[float64](shape...), New[float64](x.Shape...), New[float64](w.Shape...)
+			Conv2D(y64, x, w, b, cc.p)
+			Conv2DTranspose(dx64, g, w, cc.p)
+			Conv2DWeightGrad(dw64, x, g, cc.p)
+			winogradEnabled = true
+			errs := func() (ey, edx, edw float64) {
+				y, dx, dw := New[float32](shape...), New[float32](x.Shape...), New[float32](w.Shape...)
+				Conv2D(y, convTo32(x), convTo32(w), convTo32(b), cc.p)
+				Conv2DTranspose(dx, convTo32(g), convTo32(w), cc.p)
+				Conv2DWeightGrad(dw, convTo32(x), convTo32(g), cc.p)
+				return convRelDiff32(y.Data, y64.Data), convRelDiff32(dx.Data, dx64.Data), convRelDiff32(dw.Data, dw64.Data)
+			}
+			wy, wdx, wdw := errs()
+			winogradEnabled = false
+			iy, idx, idw := errs()
+			winogradEnabled = true
+			for _, e := range []struct {
+				op               string
+				winograd, im2col float64
+			}{{"Conv2D", wy, iy}, {"Conv2DTranspose", wdx, idx}, {"Conv2DWeightGrad", wdw, idw}} {
+				t.Logf("%s: float32 rel error Winograd %.2g, im2col %.2g", e.op, e.winograd, e.im2col)
+				if e.winograd > 1e-5 || e.winograd > 4*e.im2col {
+					t.Errorf("%s: float32 rel error Winograd %.3g, im2col %.3g (want ≤ 1e-5 and ≤ 4× im2col's)", e.op, e.winograd, e.im2col)
+				}
+			}
+		})
+	}
+}

@@ -46,12 +46,14 @@ import (
 var winogradMinChannels = 64 // a variable for BenchmarkConvWinogradChannels
 
 // winogradGroupTiles is the least number of tiles one group of images puts
-// side by side in each of its 16 GEMMs: enough columns for the micro-kernel
-// (a 16×16 image has only 64 tiles), few enough that a group's transformed
-// input and output (16·C·tiles floats each, 2 MB at C = 128) stay near L2.
-// Groups are fixed by the batch, not by the worker count, so results do not
-// depend on the number of threads.
-const winogradGroupTiles = 256
+// side by side in each of its 16 GEMMs: one 16×16 image, four 8×8 ones. A
+// group's transformed input and output then take 16·C·64 floats each
+// (512 KB at C = 128), which stay in L2 beside the other core's: at two
+// threads, groups of 256 tiles ran the weight gradient 1.3 times slower
+// and gained nothing at one thread (BenchmarkConv2D*/L2, 16×16 layer).
+// Groups are fixed by the batch, not by the worker count, so results do
+// not depend on the number of threads.
+const winogradGroupTiles = 64
 
 // winogradEnabled lets tests compare the Winograd path with the im2col one.
 var winogradEnabled = true
