@@ -311,6 +311,9 @@ var convBenches = []convBench{
 	{"L3_256x128x8x8_k3p1", 256, 128, 8, 8, 128, 3, 3, ConvParams{1, 1, 1, 1}},
 	{"L1_256x1x28x28_k3p3", 256, 1, 28, 28, 128, 3, 3, ConvParams{1, 1, 3, 3}},
 	{"L1_256x3x32x32_k3p1", 256, 3, 32, 32, 128, 3, 3, ConvParams{1, 1, 1, 1}},
+	// A synthetic set of IPC 1 (MTT unrolls its steps on these).
+	{"L2_10x128x16x16_k3p1", 10, 128, 16, 16, 128, 3, 3, ConvParams{1, 1, 1, 1}},
+	{"L3_10x128x8x8_k3p1", 10, 128, 8, 8, 128, 3, 3, ConvParams{1, 1, 1, 1}},
 }
 
 func (cb convBench) setup() (x, w, b, y *Tensor[float32]) {

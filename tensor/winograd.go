@@ -55,6 +55,15 @@ var winogradMinChannels = 64 // a variable for BenchmarkConvWinogradChannels
 // not depend on the number of threads.
 const winogradGroupTiles = 64
 
+// winogradStride is the distance between consecutive planes of n floats
+// in the 16-plane buffers: one cache line more than n. Planes of a power
+// of two of bytes (64 KB for 128×128 kernels, 32 KB for 128 channels × 64
+// tiles) would all map to the same L1 sets, and the transforms, which
+// touch the 16 planes at one position together, would evict their own
+// lines: unpadded, the kernel transform alone took as long as the GEMMs
+// for a 10-image batch.
+func winogradStride(n int) int { return n + 16 }
+
 // winogradEnabled lets tests compare the Winograd path with the im2col one.
 var winogradEnabled = true
 
@@ -80,20 +89,21 @@ func conv2DWinograd[T Float](dst, x, w, b []T, g *convGeom, transpose bool) {
 	groupImages := max(1, min(g.n, (winogradGroupTiles+perImage-1)/perImage))
 	groups := (g.n + groupImages - 1) / groupImages
 
-	u := GetUninit[T](16 * out * in)
+	us0 := winogradStride(out * in)
+	u := GetUninit[T](16 * us0)
 	defer Put(u)
 	winogradWeights(u.Data, w, g.f, g.c, transpose)
 	var us [16]*fixedA[T]
 	for xi := range us {
-		us[xi] = newFixedA(false, out, in, u.Data[xi*out*in:(xi+1)*out*in], in)
+		us[xi] = newFixedA(false, out, in, u.Data[xi*us0:xi*us0+out*in], in)
 		defer us[xi].release()
 	}
 
 	parallel.For(groups, 1, func(lo, hi int) {
 		cols := groupImages * perImage
-		v := GetUninit[T](16 * in * cols)
-		m := GetUninit[T](16 * out * cols)
-		y := GetUninit[T](4 * out * cols)
+		v := GetUninit[T](16 * winogradStride(in*cols))
+		m := GetUninit[T](16 * winogradStride(out*cols))
+		y := GetUninit[T](4 * winogradStride(out*cols))
 		defer Put(v)
 		defer Put(m)
 		defer Put(y)
@@ -103,7 +113,8 @@ func conv2DWinograd[T Float](dst, x, w, b []T, g *convGeom, transpose bool) {
 			ld := imgs * perImage // columns of this group's matrices
 			winogradInput(v.Data, x[n0*in*h*wd:(n0+imgs)*in*h*wd], imgs, in, h, wd, ld)
 			for xi, a := range us {
-				a.mul(false, ld, 1, v.Data[xi*in*ld:(xi+1)*in*ld], ld, 0, m.Data[xi*out*ld:(xi+1)*out*ld], ld)
+				vs, ms := winogradStride(in*ld), winogradStride(out*ld)
+				a.mul(false, ld, 1, v.Data[xi*vs:xi*vs+in*ld], ld, 0, m.Data[xi*ms:xi*ms+out*ld], ld)
 			}
 			winogradOutput(dst[n0*out*h*wd:(n0+imgs)*out*h*wd], m.Data, b, imgs, out, h, wd, ld, y.Data)
 		}
@@ -113,46 +124,45 @@ func conv2DWinograd[T Float](dst, x, w, b []T, g *convGeom, transpose bool) {
 // winogradWeights writes U = G g Gᵀ for every kernel g into u as 16
 // matrices out×in (u[ξ·out·in + o·in + i]). w is (F, C, 3, 3). Without
 // flip, out = F and in = C; with flip (the adjoint), out = C, in = F and
-// each kernel is rotated by 180°.
+// each kernel is rotated by 180°. It runs over u in order (each of the 16
+// planes written sequentially, the kernels read with a stride when
+// flipped), in parallel over output channels: for a small batch this is a
+// noticeable part of the convolution.
 func winogradWeights[T Float](u, w []T, f, c int, flip bool) {
 	out, in := f, c
 	if flip {
 		out, in = c, f
 	}
-	plane := out * in
-	for fo := 0; fo < f; fo++ {
-		for ci := 0; ci < c; ci++ {
-			k := w[(fo*c+ci)*9 : (fo*c+ci)*9+9]
-			var gk [3][3]T
-			for i := range 3 {
+	plane := winogradStride(out * in)
+	parallel.For(out, max(1, 4096/in), func(lo, hi int) {
+		for o := lo; o < hi; o++ {
+			for i := 0; i < in; i++ {
+				var gk [3][3]T
+				if flip {
+					k := w[(i*c+o)*9 : (i*c+o)*9+9]
+					gk = [3][3]T{{k[8], k[7], k[6]}, {k[5], k[4], k[3]}, {k[2], k[1], k[0]}}
+				} else {
+					k := w[(o*c+i)*9 : (o*c+i)*9+9]
+					gk = [3][3]T{{k[0], k[1], k[2]}, {k[3], k[4], k[5]}, {k[6], k[7], k[8]}}
+				}
+				var t [4][3]T // G·g
 				for j := range 3 {
-					if flip {
-						gk[i][j] = k[(2-i)*3+2-j]
-					} else {
-						gk[i][j] = k[i*3+j]
-					}
+					t[0][j] = gk[0][j]
+					t[1][j] = (gk[0][j] + gk[1][j] + gk[2][j]) / 2
+					t[2][j] = (gk[0][j] - gk[1][j] + gk[2][j]) / 2
+					t[3][j] = gk[2][j]
+				}
+				idx := o*in + i
+				for r := range 4 {
+					x := t[r]
+					u[(4*r+0)*plane+idx] = x[0]
+					u[(4*r+1)*plane+idx] = (x[0] + x[1] + x[2]) / 2
+					u[(4*r+2)*plane+idx] = (x[0] - x[1] + x[2]) / 2
+					u[(4*r+3)*plane+idx] = x[2]
 				}
 			}
-			var t [4][3]T // G·g
-			for j := range 3 {
-				t[0][j] = gk[0][j]
-				t[1][j] = (gk[0][j] + gk[1][j] + gk[2][j]) / 2
-				t[2][j] = (gk[0][j] - gk[1][j] + gk[2][j]) / 2
-				t[3][j] = gk[2][j]
-			}
-			idx := fo*in + ci
-			if flip {
-				idx = ci*in + fo
-			}
-			for i := range 4 {
-				r := t[i]
-				u[(4*i+0)*plane+idx] = r[0]
-				u[(4*i+1)*plane+idx] = (r[0] + r[1] + r[2]) / 2
-				u[(4*i+2)*plane+idx] = (r[0] - r[1] + r[2]) / 2
-				u[(4*i+3)*plane+idx] = r[2]
-			}
 		}
-	}
+	})
 }
 
 // winogradInput writes V = Bᵀ d B for every channel and 4×4 input tile d
@@ -170,7 +180,7 @@ func winogradWeights[T Float](u, w []T, f, c int, flip bool) {
 // arithmetic it vectorizes.)
 func winogradInput[T Float](v, x []T, imgs, in, h, w, ld int) {
 	tH, tW := (h+1)/2, (w+1)/2
-	plane := in * ld
+	plane := winogradStride(in * ld)
 	tw := 2*tW + 2 // padded strip width: column j of the image is column j+1
 	buf := make([]T, 4*tw+w)
 	t0, t1, t2, t3 := buf[:tw], buf[tw:2*tw], buf[2*tw:3*tw], buf[3*tw:4*tw]
@@ -234,7 +244,7 @@ func winogradOutput[T Float](dst, m, b []T, imgs, out, h, w, ld int, y []T) {
 		return
 	}
 	y32 := any(y).([]float32)
-	plane := out * ld
+	plane := winogradStride(out * ld)
 	for lo := 0; lo < plane; lo += winogradChunk {
 		hi := min(plane, lo+winogradChunk)
 		for ij, wt := range &winogradOutWeights {
@@ -304,7 +314,7 @@ var winogradOutWeights = func() (ws [4][12]float32) {
 // winogradOutputScalar is winogradOutput tile by tile, for float64.
 func winogradOutputScalar[T Float](dst, m, b []T, imgs, out, h, w, ld int) {
 	tH, tW := (h+1)/2, (w+1)/2
-	plane := out * ld
+	plane := winogradStride(out * ld)
 	// Two output rows of the strip, padded to whole tiles.
 	buf := make([]T, 4*tW)
 	y0, y1 := buf[:2*tW], buf[2*tW:]
@@ -368,16 +378,17 @@ func conv2DWeightGradWinograd[T Float](dst, x, g []T, geo *convGeom) {
 	groups := (geo.n + groupImages - 1) / groupImages
 	chunks := min(parallel.Workers(), groups)
 	partials := make([]*Tensor[T], chunks)
+	ss := winogradStride(out * in)
 	parallel.For(chunks, 1, func(lo, hi int) {
 		cols := groupImages * perImage
-		v := GetUninit[T](16 * in * cols)
-		q := GetUninit[T](16 * out * cols)
-		p := GetUninit[T](4 * out * cols)
+		v := GetUninit[T](16 * winogradStride(in*cols))
+		q := GetUninit[T](16 * winogradStride(out*cols))
+		p := GetUninit[T](4 * winogradStride(out*cols))
 		defer Put(v)
 		defer Put(q)
 		defer Put(p)
 		for c := lo; c < hi; c++ {
-			s := GetUninit[T](16 * out * in)
+			s := GetUninit[T](16 * ss)
 			partials[c] = s
 			g0, g1 := c*groups/chunks, (c+1)*groups/chunks
 			for gi := g0; gi < g1; gi++ {
@@ -391,8 +402,9 @@ func conv2DWeightGradWinograd[T Float](dst, x, g []T, geo *convGeom) {
 					beta = 1
 				}
 				for xi := range 16 {
-					Gemm(false, true, out, in, ld, 1, q.Data[xi*out*ld:(xi+1)*out*ld], ld,
-						v.Data[xi*in*ld:(xi+1)*in*ld], ld, beta, s.Data[xi*out*in:(xi+1)*out*in], in)
+					qs, vs := winogradStride(out*ld), winogradStride(in*ld)
+					Gemm(false, true, out, in, ld, 1, q.Data[xi*qs:xi*qs+out*ld], ld,
+						v.Data[xi*vs:xi*vs+in*ld], ld, beta, s.Data[xi*ss:xi*ss+out*in], in)
 				}
 			}
 		}
@@ -409,7 +421,7 @@ func conv2DWeightGradWinograd[T Float](dst, x, g []T, geo *convGeom) {
 		var sk [4][4]T
 		for a := range 4 {
 			for b := range 4 {
-				sk[a][b] = sum.Data[(4*a+b)*plane+k]
+				sk[a][b] = sum.Data[(4*a+b)*ss+k]
 			}
 		}
 		var t [3][4]T // Gᵀ S
@@ -442,7 +454,7 @@ func winogradGradTiles[T Float](q, g []T, imgs, out, h, w, ld int, p []T) {
 		return
 	}
 	tH, tW := (h+1)/2, (w+1)/2
-	plane := out * ld
+	plane := winogradStride(out * ld)
 	for img := 0; img < imgs; img++ {
 		for f := 0; f < out; f++ {
 			gc := g[(img*out+f)*h*w : (img*out+f+1)*h*w]
@@ -503,7 +515,7 @@ func winogradCombine(dst, src []float32, plane int, weights [][]float32) {
 // winogradGradTilesScalar is winogradGradTiles tile by tile, for float64.
 func winogradGradTilesScalar[T Float](q, g []T, imgs, out, h, w, ld int) {
 	tH, tW := (h+1)/2, (w+1)/2
-	plane := out * ld
+	plane := winogradStride(out * ld)
 	for img := 0; img < imgs; img++ {
 		for f := 0; f < out; f++ {
 			gc := g[(img*out+f)*h*w : (img*out+f+1)*h*w]
