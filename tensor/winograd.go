@@ -64,6 +64,29 @@ const winogradGroupTiles = 64
 // for a 10-image batch.
 func winogradStride(n int) int { return n + 16 }
 
+// winogradGroups cuts the batch of g into groups of whole images of at
+// least winogradGroupTiles tiles (or the whole batch): tiles per image,
+// images per group and the number of groups.
+func winogradGroups(g *convGeom) (perImage, groupImages, groups int) {
+	perImage = ((g.h + 1) / 2) * ((g.w + 1) / 2)
+	groupImages = max(1, min(g.n, (winogradGroupTiles+perImage-1)/perImage))
+	return perImage, groupImages, (g.n + groupImages - 1) / groupImages
+}
+
+// winogradScratch returns one group's buffers of cols tiles: 16 planes of
+// in×cols (the transformed input), 16 of out×cols (the transformed output,
+// or the transformed output gradient) and 4 of out×cols (de-interleaved
+// output entries), planes winogradStride apart.
+func winogradScratch[T Float](in, out, cols int) (in16, out16, out4 *Tensor[T]) {
+	return GetUninit[T](16 * winogradStride(in*cols)), GetUninit[T](16 * winogradStride(out*cols)), GetUninit[T](4 * winogradStride(out*cols))
+}
+
+func putAll[T Float](ts ...*Tensor[T]) {
+	for _, t := range ts {
+		Put(t)
+	}
+}
+
 // winogradEnabled lets tests compare the Winograd path with the im2col one.
 var winogradEnabled = true
 
@@ -84,10 +107,7 @@ func conv2DWinograd[T Float](dst, x, w, b []T, g *convGeom, transpose bool) {
 		in, out = g.f, g.c
 	}
 	h, wd := g.h, g.w // stride 1, padding 1: the output has the input's extent
-	tH, tW := (h+1)/2, (wd+1)/2
-	perImage := tH * tW
-	groupImages := max(1, min(g.n, (winogradGroupTiles+perImage-1)/perImage))
-	groups := (g.n + groupImages - 1) / groupImages
+	perImage, groupImages, groups := winogradGroups(g)
 
 	us0 := winogradStride(out * in)
 	u := GetUninit[T](16 * us0)
@@ -100,13 +120,8 @@ func conv2DWinograd[T Float](dst, x, w, b []T, g *convGeom, transpose bool) {
 	}
 
 	parallel.For(groups, 1, func(lo, hi int) {
-		cols := groupImages * perImage
-		v := GetUninit[T](16 * winogradStride(in*cols))
-		m := GetUninit[T](16 * winogradStride(out*cols))
-		y := GetUninit[T](4 * winogradStride(out*cols))
-		defer Put(v)
-		defer Put(m)
-		defer Put(y)
+		v, m, y := winogradScratch[T](in, out, groupImages*perImage)
+		defer putAll(v, m, y)
 		for gi := lo; gi < hi; gi++ {
 			n0 := gi * groupImages
 			imgs := min(groupImages, g.n-n0)
@@ -372,21 +387,13 @@ func winogradOutputScalar[T Float](dst, m, b []T, imgs, out, h, w, ld int) {
 // order, as in Conv2DWeightGrad.
 func conv2DWeightGradWinograd[T Float](dst, x, g []T, geo *convGeom) {
 	in, out, h, wd := geo.c, geo.f, geo.h, geo.w
-	tH, tW := (h+1)/2, (wd+1)/2
-	perImage := tH * tW
-	groupImages := max(1, min(geo.n, (winogradGroupTiles+perImage-1)/perImage))
-	groups := (geo.n + groupImages - 1) / groupImages
+	perImage, groupImages, groups := winogradGroups(geo)
 	chunks := min(parallel.Workers(), groups)
 	partials := make([]*Tensor[T], chunks)
 	ss := winogradStride(out * in)
 	parallel.For(chunks, 1, func(lo, hi int) {
-		cols := groupImages * perImage
-		v := GetUninit[T](16 * winogradStride(in*cols))
-		q := GetUninit[T](16 * winogradStride(out*cols))
-		p := GetUninit[T](4 * winogradStride(out*cols))
-		defer Put(v)
-		defer Put(q)
-		defer Put(p)
+		v, q, p := winogradScratch[T](in, out, groupImages*perImage)
+		defer putAll(v, q, p)
 		for c := lo; c < hi; c++ {
 			s := GetUninit[T](16 * ss)
 			partials[c] = s
