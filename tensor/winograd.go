@@ -248,27 +248,13 @@ func winogradInput[T Float](v, x []T, imgs, in, h, w, ld int) {
 // of odd extent. b is the bias (nil for none); y is scratch of 4·out·ld.
 //
 // The transform is the same linear map at every position of the 16
-// planes, so for float32 each of the four output planes Y_ij = Σ_ξ
-// Aᵀ[i][a]·Aᵀ[j][b]·m_ξ (ξ = 4a+b) is formed over whole planes by the SIMD
-// weighted row sum, in chunks that stay in L1; the planes are then
-// interleaved into the images.
+// planes, so each of the four output planes Y_ij = Σ_ξ
+// Aᵀ[i][a]·Aᵀ[j][b]·m_ξ (ξ = 4a+b) is formed over whole planes
+// (winogradCombine: SIMD for float32), in chunks that stay in L1; the
+// planes are then interleaved into the images.
 func winogradOutput[T Float](dst, m, b []T, imgs, out, h, w, ld int, y []T) {
-	m32, ok := any(m).([]float32)
-	if !ok {
-		winogradOutputScalar(dst, m, b, imgs, out, h, w, ld)
-		return
-	}
-	y32 := any(y).([]float32)
 	plane := winogradStride(out * ld)
-	for lo := 0; lo < plane; lo += winogradChunk {
-		hi := min(plane, lo+winogradChunk)
-		for ij, wt := range &winogradOutWeights {
-			// Rows a = i … i+2 of the transformed tile (Aᵀ row i has
-			// zeros elsewhere): 12 of the 16 planes.
-			first := 4 * (ij / 2)
-			vec.WeightedRows(y32[ij*plane+lo:ij*plane+hi], m32[first*plane+lo:], plane, wt[:], 0, false)
-		}
-	}
+	winogradCombine(y, m, plane, winogradOutWeights[:], winogradOutFirst[:])
 	tH, tW := (h+1)/2, (w+1)/2
 	for img := 0; img < imgs; img++ {
 		for f := 0; f < out; f++ {
@@ -310,12 +296,13 @@ func winogradOutput[T Float](dst, m, b []T, imgs, out, h, w, ld int, y []T) {
 const winogradChunk = 512
 
 // winogradOutWeights[2i+j][4(a−i)+b] = Aᵀ[i][a]·Aᵀ[j][b] for a = i … i+2:
-// the weights of output (i, j) over the 12 planes from row i of the
-// transformed tile on.
-var winogradOutWeights = func() (ws [4][12]float32) {
+// the weights of output (i, j) over the 12 planes from plane
+// winogradOutFirst[2i+j] = 4i on (Aᵀ row i is zero elsewhere).
+var winogradOutWeights, winogradOutFirst = func() (ws [4][]float32, first [4]int) {
 	at := [2][4]float32{{1, 1, 1, 0}, {0, 1, -1, -1}}
 	for i := range 2 {
 		for j := range 2 {
+			ws[2*i+j], first[2*i+j] = make([]float32, 12), 4*i
 			for a := i; a < i+3; a++ {
 				for bb := range 4 {
 					ws[2*i+j][4*(a-i)+bb] = at[i][a] * at[j][bb]
@@ -323,53 +310,8 @@ var winogradOutWeights = func() (ws [4][12]float32) {
 			}
 		}
 	}
-	return ws
+	return ws, first
 }()
-
-// winogradOutputScalar is winogradOutput tile by tile, for float64.
-func winogradOutputScalar[T Float](dst, m, b []T, imgs, out, h, w, ld int) {
-	tH, tW := (h+1)/2, (w+1)/2
-	plane := winogradStride(out * ld)
-	// Two output rows of the strip, padded to whole tiles.
-	buf := make([]T, 4*tW)
-	y0, y1 := buf[:2*tW], buf[2*tW:]
-	for img := 0; img < imgs; img++ {
-		for f := 0; f < out; f++ {
-			var bias T
-			if b != nil {
-				bias = b[f]
-			}
-			yc := dst[(img*out+f)*h*w : (img*out+f+1)*h*w]
-			for ty := 0; ty < tH; ty++ {
-				o := f*ld + img*tH*tW + ty*tW
-				var ms [16][]T
-				for xi := range ms {
-					ms[xi] = m[xi*plane+o : xi*plane+o+tW]
-				}
-				// Aᵀ·m over the tile rows, one column position j at a time,
-				// then ·A.
-				for tx := 0; tx < tW; tx++ {
-					m00, m01, m02, m03 := ms[0][tx], ms[1][tx], ms[2][tx], ms[3][tx]
-					m10, m11, m12, m13 := ms[4][tx], ms[5][tx], ms[6][tx], ms[7][tx]
-					m20, m21, m22, m23 := ms[8][tx], ms[9][tx], ms[10][tx], ms[11][tx]
-					m30, m31, m32, m33 := ms[12][tx], ms[13][tx], ms[14][tx], ms[15][tx]
-					s00, s01, s02, s03 := m00+m10+m20, m01+m11+m21, m02+m12+m22, m03+m13+m23
-					s10, s11, s12, s13 := m10-m20-m30, m11-m21-m31, m12-m22-m32, m13-m23-m33
-					q := y0[2*tx : 2*tx+2]
-					q[0] = s00 + s01 + s02 + bias
-					q[1] = s01 - s02 - s03 + bias
-					q = y1[2*tx : 2*tx+2]
-					q[0] = s10 + s11 + s12 + bias
-					q[1] = s11 - s12 - s13 + bias
-				}
-				copy(yc[2*ty*w:(2*ty+1)*w], y0)
-				if 2*ty+1 < h {
-					copy(yc[(2*ty+1)*w:(2*ty+2)*w], y1)
-				}
-			}
-		}
-	}
-}
 
 // conv2DWeightGradWinograd computes the weight gradient of a 3×3,
 // stride-1, padding-1 convolution, dst (F, C, 3, 3) = Σ_n g_n ⋆ x_n, by
@@ -451,15 +393,10 @@ func conv2DWeightGradWinograd[T Float](dst, x, g []T, geo *convGeom) {
 // odd extent, into q as 16 matrices out×ld laid out as winogradInput's v.
 // A = [1 0; 1 1; 1 −1; 0 −1]. p is scratch of 4·out·ld.
 //
-// As in winogradOutput, float32 takes the plane-wise route: the tiles'
-// four entries are first de-interleaved into four planes q_ij, then each
-// Q plane is a SIMD weighted sum of those four.
+// As in winogradOutput, the tiles' four entries are first de-interleaved
+// into four planes q_ij, then each Q plane is a weighted sum of those four
+// (winogradCombine: SIMD for float32).
 func winogradGradTiles[T Float](q, g []T, imgs, out, h, w, ld int, p []T) {
-	q32, ok := any(q).([]float32)
-	if !ok {
-		winogradGradTilesScalar(q, g, imgs, out, h, w, ld)
-		return
-	}
 	tH, tW := (h+1)/2, (w+1)/2
 	plane := winogradStride(out * ld)
 	for img := 0; img < imgs; img++ {
@@ -492,7 +429,7 @@ func winogradGradTiles[T Float](q, g []T, imgs, out, h, w, ld int, p []T) {
 			}
 		}
 	}
-	winogradCombine(q32, any(p).([]float32), plane, winogradGradWeights[:])
+	winogradCombine(q, p, plane, winogradGradWeights[:], nil)
 }
 
 // winogradGradWeights[4a+b] are the weights of Q[a][b] over the planes
@@ -507,56 +444,32 @@ var winogradGradWeights = func() (ws [16][]float32) {
 	return ws
 }()
 
-// winogradCombine sets plane k of dst (planes of the given length, one
-// after another) to the weighted sum Σ_r weights[k][r]·src_r of the planes
-// of src, with SIMD weighted row sums over chunks that stay in L1.
-func winogradCombine(dst, src []float32, plane int, weights [][]float32) {
+// winogradCombine sets plane k of dst (planes plane apart) to the
+// weighted sum Σ_r weights[k][r]·src_{first[k]+r} of the planes of src
+// (first nil: 0), over chunks that stay in L1: for float32 with the SIMD
+// weighted row sum, for float64 in plain Go.
+func winogradCombine[T Float](dst, src []T, plane int, weights [][]float32, first []int) {
+	d32, simd := any(dst).([]float32)
+	s32, _ := any(src).([]float32)
 	for lo := 0; lo < plane; lo += winogradChunk {
 		hi := min(plane, lo+winogradChunk)
 		for k, wt := range weights {
-			vec.WeightedRows(dst[k*plane+lo:k*plane+hi], src[lo:], plane, wt, 0, false)
-		}
-	}
-}
-
-// winogradGradTilesScalar is winogradGradTiles tile by tile, for float64.
-func winogradGradTilesScalar[T Float](q, g []T, imgs, out, h, w, ld int) {
-	tH, tW := (h+1)/2, (w+1)/2
-	plane := winogradStride(out * ld)
-	for img := 0; img < imgs; img++ {
-		for f := 0; f < out; f++ {
-			gc := g[(img*out+f)*h*w : (img*out+f+1)*h*w]
-			for ty := 0; ty < tH; ty++ {
-				o := f*ld + img*tH*tW + ty*tW
-				var qs [16][]T
-				for xi := range qs {
-					qs[xi] = q[xi*plane+o : xi*plane+o+tW]
+			f := 0
+			if first != nil {
+				f = first[k]
+			}
+			if simd {
+				vec.WeightedRows(d32[k*plane+lo:k*plane+hi], s32[f*plane+lo:], plane, wt, 0, false)
+				continue
+			}
+			d := dst[k*plane+lo : k*plane+hi]
+			clear(d)
+			for r, wv := range wt {
+				if wv == 0 {
+					continue
 				}
-				r0 := gc[2*ty*w : (2*ty+1)*w]
-				var r1 []T
-				if 2*ty+1 < h {
-					r1 = gc[(2*ty+1)*w : (2*ty+2)*w]
-				}
-				for tx := 0; tx < tW; tx++ {
-					var q00, q01, q10, q11 T
-					q00 = r0[2*tx]
-					if 2*tx+1 < w {
-						q01 = r0[2*tx+1]
-					}
-					if r1 != nil {
-						q10 = r1[2*tx]
-						if 2*tx+1 < w {
-							q11 = r1[2*tx+1]
-						}
-					}
-					// Rows: A·q (4×2), then columns: ·Aᵀ.
-					rows := [4][2]T{{q00, q01}, {q00 + q10, q01 + q11}, {q00 - q10, q01 - q11}, {-q10, -q11}}
-					for a, r := range rows {
-						qs[4*a+0][tx] = r[0]
-						qs[4*a+1][tx] = r[0] + r[1]
-						qs[4*a+2][tx] = r[0] - r[1]
-						qs[4*a+3][tx] = -r[1]
-					}
+				for j, sv := range src[(f+r)*plane+lo : (f+r)*plane+hi] {
+					d[j] += T(wv) * sv
 				}
 			}
 		}
