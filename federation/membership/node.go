@@ -71,6 +71,7 @@ type Event struct {
 type Node struct {
 	ml    *memberlist.Memberlist
 	d     *delegate
+	logs  *lineFilter // nil without Config.Log
 	once  sync.Once
 	close error
 }
@@ -149,7 +150,11 @@ func StartNode(cfg NodeConfig) (*Node, error) {
 	mc.SecretKey = cfg.Key
 	mc.GossipVerifyIncoming, mc.GossipVerifyOutgoing = true, true
 	mc.Logger = nil
-	mc.LogOutput = logWriter(cfg.Log)
+	logs := newLineFilter(cfg.Log)
+	mc.LogOutput = io.Discard
+	if logs != nil {
+		mc.LogOutput = logs
+	}
 	d := &delegate{cfg: cfg, state: cfg.State}
 	if d.meta, err = json.Marshal(cfg.Meta); err != nil {
 		return nil, fmt.Errorf("cluster: node metadata: %w", err)
@@ -159,7 +164,7 @@ func StartNode(cfg NodeConfig) (*Node, error) {
 	if err != nil {
 		return nil, fmt.Errorf("cluster: starting gossip on %s: %w", cfg.Bind, err)
 	}
-	return &Node{ml: ml, d: d}, nil
+	return &Node{ml: ml, d: d, logs: logs}, nil
 }
 
 // Addr is the node's gossip address (with the port chosen if Bind's was 0).
@@ -218,6 +223,10 @@ func (n *Node) Close() error {
 		if err := n.ml.Shutdown(); n.close == nil {
 			n.close = err
 		}
+		// memberlist's timers may still fire once after Shutdown and log
+		// "use of closed network connection"; nothing is forwarded after
+		// Close (a test's log function must not be called once it ends).
+		n.logs.stop()
 	})
 	return n.close
 }
@@ -317,24 +326,39 @@ func splitHostPort(addr string) (string, int, error) {
 	return host, port, nil
 }
 
-// logWriter forwards memberlist's warnings and errors, line by line, and
-// drops its debug and info chatter.
-func logWriter(log func(string, ...any)) io.Writer {
+// lineFilter forwards memberlist's warnings and errors, line by line, and
+// drops its debug and info chatter; after stop it drops everything.
+type lineFilter struct {
+	log     func(string, ...any)
+	mu      sync.Mutex
+	buf     []byte
+	stopped bool
+}
+
+// newLineFilter returns a filter forwarding to log, or nil for a nil log.
+func newLineFilter(log func(string, ...any)) *lineFilter {
 	if log == nil {
-		return io.Discard
+		return nil
 	}
 	return &lineFilter{log: log}
 }
 
-type lineFilter struct {
-	log func(string, ...any)
-	mu  sync.Mutex
-	buf []byte
+// stop makes later writes no-ops. It is safe on a nil filter.
+func (f *lineFilter) stop() {
+	if f == nil {
+		return
+	}
+	f.mu.Lock()
+	f.stopped = true
+	f.mu.Unlock()
 }
 
 func (f *lineFilter) Write(p []byte) (int, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	if f.stopped {
+		return len(p), nil
+	}
 	f.buf = append(f.buf, p...)
 	for {
 		i := bytes.IndexByte(f.buf, '\n')
