@@ -240,7 +240,9 @@ func batchGrain(n int) int {
 // one group) dst = x ⋆ w + b, where x is (N,C,H,W), w is (F,C,KH,KW), the
 // optional bias b (nil for none) is (F) and dst is (N,F,OH,OW) with
 // OH = ConvOutSize(H, KH, StrideH, PadH) and OW likewise. Each image is an
-// im2col unfolding followed by a GEMM; images run in parallel.
+// im2col unfolding followed by a GEMM; images run in parallel. 3×3,
+// stride-1, padding-1 layers with at least winogradMinChannels channels in
+// and out take the Winograd path instead (winograd.go).
 //
 // It panics if a shape is inconsistent (ranks, channels, dst or b shape),
 // if the kernel does not fit the padded input, if a stride is not positive
@@ -332,7 +334,8 @@ func conv2DNarrow(dst, x, w, b []float32, g *convGeom) {
 // x of dst's shape. g is (N,F,OH,OW), w is (F,C,KH,KW) and dst is (N,C,H,W);
 // H and W are taken from dst (several input sizes give the same output size
 // when a stride exceeds 1). Each image is a GEMM wᵀ·g followed by col2im;
-// images run in parallel. dst is overwritten.
+// images run in parallel (or the Winograd path, as in Conv2D). dst is
+// overwritten.
 //
 // It panics if the shapes are inconsistent (Conv2D of an input of dst's
 // shape with w must have g's shape) or the parameters are invalid, as
@@ -378,7 +381,9 @@ const smallCKK = 32
 // <w, dst> for every w of dst's shape. x is (N,C,H,W), g is (N,F,OH,OW) and
 // dst is (F,C,KH,KW). The batch is split into one range per worker; each
 // range accumulates its own partial sum and the partials are added in range
-// order, so the result does not depend on scheduling. dst is overwritten.
+// order, so the result does not depend on scheduling (the Winograd path,
+// taken as in Conv2D, splits its groups of images the same way). dst is
+// overwritten.
 //
 // It panics if the shapes are inconsistent (Conv2D of x with weights of
 // dst's shape must have g's shape) or the parameters are invalid, as Conv2D

@@ -34,7 +34,8 @@ import (
 // The input gradient of such a convolution (Conv2DTranspose) is itself a
 // 3×3, stride-1, padding-1 correlation of the output gradient with the
 // kernels rotated by 180° and in/out channels swapped, so the same code
-// serves both. The weight gradient keeps the im2col path.
+// serves both. The weight gradient uses the transposed algorithm,
+// F(3×3, 2×2) (conv2DWeightGradWinograd).
 
 // winogradMinChannels: with fewer input or output channels the GEMMs are
 // too thin to amortize the transforms. Forward, input gradient and weight
@@ -126,9 +127,9 @@ func conv2DWinograd[T Float](dst, x, w, b []T, g *convGeom, transpose bool) {
 			n0 := gi * groupImages
 			imgs := min(groupImages, g.n-n0)
 			ld := imgs * perImage // columns of this group's matrices
+			vs, ms := winogradStride(in*ld), winogradStride(out*ld)
 			winogradInput(v.Data, x[n0*in*h*wd:(n0+imgs)*in*h*wd], imgs, in, h, wd, ld)
 			for xi, a := range us {
-				vs, ms := winogradStride(in*ld), winogradStride(out*ld)
 				a.mul(false, ld, 1, v.Data[xi*vs:xi*vs+in*ld], ld, 0, m.Data[xi*ms:xi*ms+out*ld], ld)
 			}
 			winogradOutput(dst[n0*out*h*wd:(n0+imgs)*out*h*wd], m.Data, b, imgs, out, h, wd, ld, y.Data)
@@ -291,8 +292,8 @@ func winogradOutput[T Float](dst, m, b []T, imgs, out, h, w, ld int, y []T) {
 	}
 }
 
-// winogradChunk is the number of plane positions winogradOutput transforms
-// at a time: 12 rows of it (24 KB) stay in L1.
+// winogradChunk is the number of plane positions winogradCombine combines
+// at a time: 12 source rows of it (24 KB) stay in L1.
 const winogradChunk = 512
 
 // winogradOutWeights[2i+j][4(a−i)+b] = Aᵀ[i][a]·Aᵀ[j][b] for a = i … i+2:
@@ -350,8 +351,8 @@ func conv2DWeightGradWinograd[T Float](dst, x, g []T, geo *convGeom) {
 				if gi > g0 {
 					beta = 1
 				}
+				qs, vs := winogradStride(out*ld), winogradStride(in*ld)
 				for xi := range 16 {
-					qs, vs := winogradStride(out*ld), winogradStride(in*ld)
 					Gemm(false, true, out, in, ld, 1, q.Data[xi*qs:xi*qs+out*ld], ld,
 						v.Data[xi*vs:xi*vs+in*ld], ld, beta, s.Data[xi*ss:xi*ss+out*in], in)
 				}
