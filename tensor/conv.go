@@ -468,9 +468,6 @@ func Conv2DWeightGrad[T Float](dst, x, g *Tensor[T], p ConvParams) {
 // addTo computes dst += src element-wise, in parallel.
 func addTo[T Float](dst, src []T) {
 	parallel.For(len(dst), 32768, func(lo, hi int) {
-		d, s := dst[lo:hi], src[lo:hi]
-		for i, v := range s {
-			d[i] += v
-		}
+		addRun(dst[lo:hi], src[lo:hi])
 	})
 }

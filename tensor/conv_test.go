@@ -492,6 +492,42 @@ func BenchmarkConvWinogradChannels(b *testing.B) {
 	}
 }
 
+// BenchmarkWinogradTransforms times the transforms around the Winograd
+// GEMMs at the ConvNet's sizes (128 channels; one group of 14×14 or 7×7
+// images; 128×128 kernels), in ns per value written.
+func BenchmarkWinogradTransforms(b *testing.B) {
+	for _, c := range []struct{ imgs, hw int }{{2, 14}, {4, 7}} {
+		const in = 128
+		x := randT[float32](1, 1, c.imgs, in, c.hw, c.hw)
+		t := (c.hw + 1) / 2
+		ld := c.imgs * t * t
+		v := make([]float32, 16*winogradStride(in*ld))
+		b.Run(fmt.Sprintf("input/%dx%d", c.hw, c.hw), func(b *testing.B) {
+			for b.Loop() {
+				winogradInput(v, x.Data, c.imgs, in, c.hw, c.hw, ld)
+			}
+			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/float64(16*in*ld), "ns/value")
+		})
+	}
+	const f, c = 128, 128
+	w := randT[float32](2, 1, f, c, 3, 3)
+	u := make([]float32, 16*winogradStride(f*c))
+	for _, flip := range []bool{false, true} {
+		b.Run(fmt.Sprintf("kernels/flip=%v", flip), func(b *testing.B) {
+			for b.Loop() {
+				winogradWeights(u, w.Data, f, c, flip)
+			}
+			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/float64(16*f*c), "ns/value")
+		})
+	}
+	b.Run("kernel-adjoint", func(b *testing.B) {
+		for b.Loop() {
+			winogradKernelAdjoint(w.Data, u, f*c, winogradStride(f*c))
+		}
+		b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/float64(9*f*c), "ns/value")
+	})
+}
+
 // TestWinogradPrecision checks the Winograd path at the sizes it serves
 // (the ConvNet's width-128 layers) against float64: its float32 error on
 // each of the three convolutions stays within 1e-5 of the largest entry

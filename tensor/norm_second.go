@@ -4,6 +4,7 @@ import (
 	"fmt"
 
 	"github.com/fedsim/fedsim/internal/parallel"
+	"github.com/fedsim/fedsim/tensor/internal/vec"
 )
 
 // GroupNormGradBackward is the first-order backward of the group-norm input
@@ -46,6 +47,7 @@ func GroupNormGradBackward[T Float](gg, gx *Tensor[T], ggamma []T, u, g, x *Tens
 	}
 	fm := float64(m)
 	parallel.For(n*groups, max(1, 16384/m), func(lo, hi int) {
+		sums := make([]float64, 3*cpg) // per channel: Σg, Σg·x̂, Σu·g
 		for t := lo; t < hi; t++ {
 			nn, c0 := t/groups, t%groups*cpg
 			mu, r := float64(mean[t]), float64(rstd[t])
@@ -54,16 +56,13 @@ func GroupNormGradBackward[T Float](gg, gx *Tensor[T], ggamma []T, u, g, x *Tens
 				ga, _ := affineAt(gamma, nil, c0+ci)
 				off := (nn*c + c0 + ci) * s
 				xr, ur, gr := x.Data[off:off+s], u.Data[off:off+s], g.Data[off:off+s]
-				var a, b, e float64 // Σg, Σg·x̂, Σu·g over the channel
-				for i, xv := range xr {
-					xh := (float64(xv) - mu) * r
-					gv, uv := float64(gr[i]), float64(ur[i])
-					a += gv
-					b += gv * xh
-					e += uv * gv
-					su += uv
-					sux += uv * xh
-				}
+				a, b := gradSums(gr, xr, mu)   // Σg, Σg·(x−mean)
+				uc, ux := gradSums(ur, xr, mu) // Σu, Σu·(x−mean)
+				_, e := gradSums(ur, gr, 0)    // Σu·g
+				b *= r
+				sums[3*ci], sums[3*ci+1], sums[3*ci+2] = a, b, e
+				su += uc
+				sux += ux * r
 				sd += float64(ga) * a
 				sdx += float64(ga) * b
 				sud += float64(ga) * e
@@ -83,33 +82,35 @@ func GroupNormGradBackward[T Float](gg, gx *Tensor[T], ggamma []T, u, g, x *Tens
 				fga := float64(ga)
 				off := (nn*c + c0 + ci) * s
 				xr, ur, gr := x.Data[off:off+s], u.Data[off:off+s], g.Data[off:off+s]
-				var ggOut, gxOut []T
-				if gg != nil {
-					ggOut = gg.Data[off : off+s]
+				if gg != nil { // γ·(r·u + bu + ku·x̂)
+					normBackRow(gg.Data[off:off+s], ur, xr, T(mu), T(fga*r), T(fga*ku*r), T(fga*bu))
 				}
-				if gx != nil {
-					gxOut = gx.Data[off : off+s]
+				if gx != nil { // r·γ·gA·g + r·gB·u + bx + kx·x̂
+					d := gx.Data[off : off+s]
+					normBackRow(d, gr, xr, T(mu), T(r*gA*fga), T(kx*r), T(bx))
+					axpyRow(T(r*gB), ur, d)
 				}
-				var pgs float64
-				for i, xv := range xr {
-					xh := (float64(xv) - mu) * r
-					uv, gv := float64(ur[i]), float64(gr[i])
-					bi := r*uv + bu + ku*xh
-					if ggOut != nil {
-						ggOut[i] = T(fga * bi)
-					}
-					if gxOut != nil {
-						gxOut[i] = T(r*(gA*fga*gv+gB*uv) + bx + kx*xh)
-					}
-					pgs += gv * bi
-				}
-				if pg != nil {
-					pg[nn*c+c0+ci] = pgs
+				if pg != nil { // Σg·B(u, x) = r·Σu·g + bu·Σg + ku·Σg·x̂
+					a, b, e := sums[3*ci], sums[3*ci+1], sums[3*ci+2]
+					pg[nn*c+c0+ci] = r*e + bu*a + ku*b
 				}
 			}
 		}
 	})
 	if pg != nil {
 		reduceRows(ggamma, pg, n, c)
+	}
+}
+
+// axpyRow computes y += a·x over len(x) values, in the calling goroutine
+// (SIMD for float32).
+func axpyRow[T Float](a T, x, y []T) {
+	if ys, ok := any(y).([]float32); ok {
+		vec.Axpy(float32(a), any(x).([]float32), ys)
+		return
+	}
+	y = y[:len(x)]
+	for i, v := range x {
+		y[i] += a * v
 	}
 }

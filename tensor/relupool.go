@@ -87,8 +87,17 @@ func MaskedAvgPool2x2[T Float](dst, u, y *Tensor[T]) {
 	}
 	hw, ow := h*w, w/2
 	parallel.For(planes, planeGrain(hw), func(lo, hi int) {
+		var masked []float32 // one plane of u ⊙ 1[y > 0], float32 only
 		for p := lo; p < hi; p++ {
 			us, ys, ds := u.Data[p*hw:(p+1)*hw], y.Data[p*hw:(p+1)*hw], dst.Data[p*hw/4:(p+1)*hw/4]
+			if u32, ok := any(us).([]float32); ok {
+				if masked == nil {
+					masked = make([]float32, hw)
+				}
+				vec.ReLUBackward(masked, u32, any(ys).([]float32))
+				vec.AvgPool2x2(any(ds).([]float32), masked, w, 0.25)
+				continue
+			}
 			for oh := 0; oh < h/2; oh++ {
 				for j := 0; j < ow; j++ {
 					var s T

@@ -28,3 +28,20 @@ func TestReLUPoolBackwardAdjoint(t *testing.T) {
 		t.Fatalf("unmasked pool %v, want %v", mu.Data[0], want)
 	}
 }
+
+// The float32 path (SIMD mask and pool) agrees with the float64 one,
+// including y = 0 and negative y, on planes with and without a SIMD tail.
+func TestMaskedAvgPool2x2Float32(t *testing.T) {
+	for _, hw := range [][2]int{{14, 14}, {28, 28}, {4, 6}} {
+		h, w := hw[0], hw[1]
+		y, u := randT[float64](21, 1, 2, 3, h, w), randT[float64](22, 1, 2, 3, h, w)
+		for i := 0; i < len(y.Data); i += 5 {
+			y.Data[i] = 0
+		}
+		want := New[float64](2, 3, h/2, w/2)
+		MaskedAvgPool2x2(want, u, y)
+		got := New[float32](2, 3, h/2, w/2)
+		MaskedAvgPool2x2(got, to32(u), to32(y))
+		checkClose(t, "MaskedAvgPool2x2 float32", got, want.Data, 1e-6)
+	}
+}

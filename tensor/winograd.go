@@ -140,46 +140,73 @@ func conv2DWinograd[T Float](dst, x, w, b []T, g *convGeom, transpose bool) {
 // winogradWeights writes U = G g Gᵀ for every kernel g into u as 16
 // matrices out×in (u[ξ·out·in + o·in + i]). w is (F, C, 3, 3). Without
 // flip, out = F and in = C; with flip (the adjoint), out = C, in = F and
-// each kernel is rotated by 180°. It runs over u in order (each of the 16
-// planes written sequentially, the kernels read with a stride when
-// flipped), in parallel over output channels: for a small batch this is a
-// noticeable part of the convolution.
+// each kernel is rotated by 180°.
+//
+// It runs in chunks of kernels that stay in L1, in parallel: the nine taps
+// of each kernel are gathered into nine planes (tap (a, b) into plane
+// 3b+a), G is applied down the columns into twelve planes (G·g, entry
+// (r, j) into plane 3r+j) and then along the rows into the sixteen planes
+// of u, both as weighted sums of planes (SIMD for float32). For a batch of
+// ten images this transform is a noticeable part of the convolution; a
+// scalar kernel-by-kernel version took three times as long
+// (BenchmarkWinogradTransforms).
 func winogradWeights[T Float](u, w []T, f, c int, flip bool) {
 	out, in := f, c
 	if flip {
 		out, in = c, f
 	}
 	plane := winogradStride(out * in)
-	parallel.For(out, max(1, 4096/in), func(lo, hi int) {
-		for o := lo; o < hi; o++ {
-			for i := 0; i < in; i++ {
-				var gk [3][3]T
+	const chunk = winogradChunk / 2 // 21 planes of it in L1
+	parallel.For(out*in, chunk, func(lo, hi int) {
+		taps := make([]T, 9*chunk)
+		gg := make([]T, 12*chunk)
+		for k0 := lo; k0 < hi; k0 += chunk {
+			n := min(hi, k0+chunk) - k0
+			t := taps[:9*chunk]
+			o, i := k0/in, k0%in
+			for j := range n {
+				var k []T
 				if flip {
-					k := w[(i*c+o)*9 : (i*c+o)*9+9]
-					gk = [3][3]T{{k[8], k[7], k[6]}, {k[5], k[4], k[3]}, {k[2], k[1], k[0]}}
+					k = w[(i*c+o)*9 : (i*c+o)*9+9]
+					// rotated: tap (a, b) is k[8−3a−b]
+					t[j], t[chunk+j], t[2*chunk+j] = k[8], k[5], k[2]
+					t[3*chunk+j], t[4*chunk+j], t[5*chunk+j] = k[7], k[4], k[1]
+					t[6*chunk+j], t[7*chunk+j], t[8*chunk+j] = k[6], k[3], k[0]
 				} else {
-					k := w[(o*c+i)*9 : (o*c+i)*9+9]
-					gk = [3][3]T{{k[0], k[1], k[2]}, {k[3], k[4], k[5]}, {k[6], k[7], k[8]}}
+					k = w[(o*c+i)*9 : (o*c+i)*9+9]
+					t[j], t[chunk+j], t[2*chunk+j] = k[0], k[3], k[6]
+					t[3*chunk+j], t[4*chunk+j], t[5*chunk+j] = k[1], k[4], k[7]
+					t[6*chunk+j], t[7*chunk+j], t[8*chunk+j] = k[2], k[5], k[8]
 				}
-				var t [4][3]T // G·g
-				for j := range 3 {
-					t[0][j] = gk[0][j]
-					t[1][j] = (gk[0][j] + gk[1][j] + gk[2][j]) / 2
-					t[2][j] = (gk[0][j] - gk[1][j] + gk[2][j]) / 2
-					t[3][j] = gk[2][j]
-				}
-				idx := o*in + i
-				for r := range 4 {
-					x := t[r]
-					u[(4*r+0)*plane+idx] = x[0]
-					u[(4*r+1)*plane+idx] = (x[0] + x[1] + x[2]) / 2
-					u[(4*r+2)*plane+idx] = (x[0] - x[1] + x[2]) / 2
-					u[(4*r+3)*plane+idx] = x[2]
+				if i++; i == in {
+					o, i = o+1, 0
 				}
 			}
+			combinePlanes(gg, chunk, taps, chunk, n, winogradKernelCols.w, winogradKernelCols.first)
+			combinePlanes(u[k0:], plane, gg, chunk, n, winogradKernelRows.w, winogradKernelRows.first)
 		}
 	})
 }
+
+// winogradKernelCols and winogradKernelRows are the two halves of U = G g
+// Gᵀ as weighted sums of planes: (G·g)[r][j] = Σ_a G[r][a]·g[a][j] from the
+// tap planes 3j+a, and U[4r+s] = Σ_j G[s][j]·(G·g)[r][j] from the planes
+// 3r+j; the rows of G that are one unit vector are a copy of one plane.
+var winogradKernelCols, winogradKernelRows = func() (cols, rows planeSums) {
+	g := [4][]float32{{1}, {0.5, 0.5, 0.5}, {0.5, -0.5, 0.5}, {1}}
+	off := [4]int{0, 0, 0, 2} // first nonzero column of each row of G
+	cols = planeSums{make([][]float32, 12), make([]int, 12)}
+	rows = planeSums{make([][]float32, 16), make([]int, 16)}
+	for r := range 4 {
+		for j := range 3 {
+			cols.w[3*r+j], cols.first[3*r+j] = g[r], 3*j+off[r]
+		}
+		for s := range 4 {
+			rows.w[4*r+s], rows.first[4*r+s] = g[s], 3*r+off[s]
+		}
+	}
+	return cols, rows
+}()
 
 // winogradInput writes V = Bᵀ d B for every channel and 4×4 input tile d
 // of imgs images x (imgs, in, h, w) into v as 16 matrices in×ld
@@ -193,10 +220,21 @@ func winogradWeights[T Float](u, w []T, f, c int, flip bool) {
 // plain enough for the compiler to keep the tile in registers. (Gathering
 // the tiles into 16 planes and combining those with SIMD, as
 // winogradOutput does, measured slower: the gather costs more than the
-// arithmetic it vectorizes.)
+// arithmetic it vectorizes.) For float32 planes up to 16 wide with
+// AVX-512, vec.WinogradInput does the same per plane with one row per
+// register and permutes for the tile columns, bit for bit the same values.
 func winogradInput[T Float](v, x []T, imgs, in, h, w, ld int) {
 	tH, tW := (h+1)/2, (w+1)/2
 	plane := winogradStride(in * ld)
+	if v32, ok := any(v).([]float32); ok && vec.WinogradInputOK(w) {
+		x32 := any(x).([]float32)
+		for img := 0; img < imgs; img++ {
+			for c := 0; c < in; c++ {
+				vec.WinogradInput(v32[c*ld+img*tH*tW:], plane, x32[(img*in+c)*h*w:(img*in+c+1)*h*w], h, w)
+			}
+		}
+		return
+	}
 	tw := 2*tW + 2 // padded strip width: column j of the image is column j+1
 	buf := make([]T, 4*tw+w)
 	t0, t1, t2, t3 := buf[:tw], buf[tw:2*tw], buf[2*tw:3*tw], buf[3*tw:4*tw]
@@ -365,29 +403,54 @@ func conv2DWeightGradWinograd[T Float](dst, x, g []T, geo *convGeom) {
 		Put(pt)
 	}
 	defer Put(sum)
-	// dst[f][c] = Gᵀ S G, G = [1 0 0; ½ ½ ½; ½ −½ ½; 0 0 1].
-	plane := out * in
-	for k := 0; k < plane; k++ {
-		var sk [4][4]T
-		for a := range 4 {
+	winogradKernelAdjoint(dst, sum.Data, out*in, ss)
+}
+
+// winogradKernelAdjoint writes dst[k·9 : k·9+9] = Gᵀ S_k G, the adjoint of
+// the kernel transform, for the n 4×4 matrices S_k whose entry (a, b) is
+// s[(4a+b)·ss + k]. As winogradWeights, in chunks that stay in L1 and in
+// parallel: Gᵀ down the columns (each column b of S is four planes 4·ss
+// apart) into twelve planes (entry (r, b) into plane 4r+b), G along the
+// rows into nine (tap (r, q) into plane 3r+q), then scattered into the
+// kernels.
+func winogradKernelAdjoint[T Float](dst, s []T, n, ss int) {
+	const chunk = winogradChunk / 2
+	parallel.For(n, chunk, func(lo, hi int) {
+		t := make([]T, 12*chunk)
+		d := make([]T, 9*chunk)
+		for k0 := lo; k0 < hi; k0 += chunk {
+			m := min(hi, k0+chunk) - k0
 			for b := range 4 {
-				sk[a][b] = sum.Data[(4*a+b)*ss+k]
+				combinePlanes(t[b*chunk:], 4*chunk, s[b*ss+k0:], 4*ss, m, winogradAdjointCols.w, winogradAdjointCols.first)
+			}
+			combinePlanes(d, chunk, t, chunk, m, winogradAdjointRows.w, winogradAdjointRows.first)
+			for j := range m {
+				k := dst[(k0+j)*9 : (k0+j)*9+9]
+				k[0], k[1], k[2] = d[j], d[chunk+j], d[2*chunk+j]
+				k[3], k[4], k[5] = d[3*chunk+j], d[4*chunk+j], d[5*chunk+j]
+				k[6], k[7], k[8] = d[6*chunk+j], d[7*chunk+j], d[8*chunk+j]
 			}
 		}
-		var t [3][4]T // Gᵀ S
-		for b := range 4 {
-			t[0][b] = sk[0][b] + (sk[1][b]+sk[2][b])/2
-			t[1][b] = (sk[1][b] - sk[2][b]) / 2
-			t[2][b] = (sk[1][b]+sk[2][b])/2 + sk[3][b]
-		}
-		d := dst[k*9 : k*9+9]
-		for r := range 3 {
-			d[3*r+0] = t[r][0] + (t[r][1]+t[r][2])/2
-			d[3*r+1] = (t[r][1] - t[r][2]) / 2
-			d[3*r+2] = (t[r][1]+t[r][2])/2 + t[r][3]
+	})
+}
+
+// winogradAdjointCols and winogradAdjointRows are the two halves of Gᵀ S G
+// as weighted sums of planes: (Gᵀ S)[r][b] = Σ_a Gᵀ[r][a]·S[a][b] over the
+// four planes of column b, and the tap (r, q) = Σ_b Gᵀ[q][b]·(Gᵀ S)[r][b]
+// from the planes 4r+b. Gᵀ = [1 ½ ½ 0; 0 ½ −½ 0; 0 ½ ½ 1].
+var winogradAdjointCols, winogradAdjointRows = func() (cols, rows planeSums) {
+	gt := [3][]float32{{1, 0.5, 0.5}, {0.5, -0.5}, {0.5, 0.5, 1}}
+	off := [3]int{0, 1, 1} // first nonzero column of each row of Gᵀ
+	cols = planeSums{make([][]float32, 3), make([]int, 3)}
+	rows = planeSums{make([][]float32, 9), make([]int, 9)}
+	for r := range 3 {
+		cols.w[r], cols.first[r] = gt[r], off[r]
+		for q := range 3 {
+			rows.w[3*r+q], rows.first[3*r+q] = gt[q], 4*r+off[q]
 		}
 	}
-}
+	return cols, rows
+}()
 
 // winogradGradTiles writes Q = A q Aᵀ for every output channel and 2×2
 // tile q of the output gradient g (imgs, out, h, w), zero past an image of
@@ -447,31 +510,44 @@ var winogradGradWeights = func() (ws [16][]float32) {
 
 // winogradCombine sets plane k of dst (planes plane apart) to the
 // weighted sum Σ_r weights[k][r]·src_{first[k]+r} of the planes of src
-// (first nil: 0), over chunks that stay in L1: for float32 with the SIMD
-// weighted row sum, for float64 in plain Go.
+// (first nil: 0), over chunks that stay in L1.
 func winogradCombine[T Float](dst, src []T, plane int, weights [][]float32, first []int) {
-	d32, simd := any(dst).([]float32)
-	s32, _ := any(src).([]float32)
 	for lo := 0; lo < plane; lo += winogradChunk {
 		hi := min(plane, lo+winogradChunk)
-		for k, wt := range weights {
-			f := 0
-			if first != nil {
-				f = first[k]
-			}
-			if simd {
-				vec.WeightedRows(d32[k*plane+lo:k*plane+hi], s32[f*plane+lo:], plane, wt, 0, false)
+		combinePlanes(dst[lo:], plane, src[lo:], plane, hi-lo, weights, first)
+	}
+}
+
+// planeSums lists weighted sums of planes for combinePlanes: output k is
+// Σ_r w[k][r]·plane(first[k]+r).
+type planeSums struct {
+	w     [][]float32
+	first []int
+}
+
+// combinePlanes sets dst[k·ds : k·ds+n] to Σ_r weights[k][r]·src[(f+r)·ss :
+// (f+r)·ss+n] with f = first[k] (first nil: 0), for every k: with the SIMD
+// weighted row sum for float32, in plain Go for float64.
+func combinePlanes[T Float](dst []T, ds int, src []T, ss, n int, weights [][]float32, first []int) {
+	d32, simd := any(dst).([]float32)
+	s32, _ := any(src).([]float32)
+	for k, wt := range weights {
+		f := 0
+		if first != nil {
+			f = first[k]
+		}
+		if simd {
+			vec.WeightedRows(d32[k*ds:k*ds+n], s32[f*ss:], ss, wt, 0, false)
+			continue
+		}
+		d := dst[k*ds : k*ds+n]
+		clear(d)
+		for r, wv := range wt {
+			if wv == 0 {
 				continue
 			}
-			d := dst[k*plane+lo : k*plane+hi]
-			clear(d)
-			for r, wv := range wt {
-				if wv == 0 {
-					continue
-				}
-				for j, sv := range src[(f+r)*plane+lo : (f+r)*plane+hi] {
-					d[j] += T(wv) * sv
-				}
+			for j, sv := range src[(f+r)*ss : (f+r)*ss+n] {
+				d[j] += T(wv) * sv
 			}
 		}
 	}

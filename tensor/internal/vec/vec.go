@@ -140,3 +140,24 @@ func poolCheck(small, big, w int) (rows int) {
 	}
 	return big / (2 * w)
 }
+
+// WinogradInputOK reports whether WinogradInput handles planes w wide:
+// with AVX-512, up to 16 (one row per register).
+func WinogradInputOK(w int) bool { return winogradInputOK(w) }
+
+// WinogradInput writes the F(2×2, 3×3) input transform V = Bᵀ d B of every
+// 4×4 tile d of the h×w plane x (padding 1, zero outside; tile (ty, tx)
+// reads rows 2ty−1 … 2ty+2 and columns 2tx−1 … 2tx+2), Bᵀ = [1 0 −1 0;
+// 0 1 1 0; 0 −1 1 0; 0 1 0 −1]: entry ξ of tile (ty, tx) goes to
+// v[ξ·stride + ty·⌈w/2⌉ + tx]. Bᵀ is applied first, to whole rows, so the
+// result is bit for bit that of package tensor's Go transform. It panics
+// if WinogradInputOK(w) is false or a slice is too short. (The portable
+// version is that Go transform; this kernel has no Go twin here.)
+func WinogradInput(v []float32, stride int, x []float32, h, w int) {
+	if !winogradInputOK(w) || h < 1 {
+		panic("vec: WinogradInput needs AVX-512 and 1 ≤ w ≤ 16, h ≥ 1")
+	}
+	tH, tW := (h+1)/2, (w+1)/2
+	_, _ = x[h*w-1], v[15*stride+tH*tW-1]
+	winogradInputAsm(v, stride, x, h, w)
+}

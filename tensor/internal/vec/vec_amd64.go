@@ -279,3 +279,13 @@ func weightedRowsAsm(dst, rows []float32, ld int, w []float32, b float32, bias b
 	}
 	return n
 }
+
+//go:noescape
+func winogradInput512(v *float32, stride int, x *float32, h, w, kload, kstore int)
+
+func winogradInputOK(w int) bool { return has512 && w >= 1 && w <= 16 }
+
+func winogradInputAsm(v []float32, stride int, x []float32, h, w int) {
+	tW := (w + 1) / 2
+	winogradInput512(p(v), stride, p(x), h, w, 1<<w-1, 1<<tW-1)
+}

@@ -1025,3 +1025,125 @@ wr512store1:
 wr512done:
 	VZEROUPPER
 	RET
+
+// Permutations of winogradInput512: lane tx takes lane 2tx (E), 2tx+1 (O),
+// 2tx−1 (Om, lane 0 masked) or 2tx+2 (E2, lane 7 masked) of a row.
+DATA winoE<>+0(SB)/4, $0
+DATA winoE<>+4(SB)/4, $2
+DATA winoE<>+8(SB)/4, $4
+DATA winoE<>+12(SB)/4, $6
+DATA winoE<>+16(SB)/4, $8
+DATA winoE<>+20(SB)/4, $10
+DATA winoE<>+24(SB)/4, $12
+DATA winoE<>+28(SB)/4, $14
+GLOBL winoE<>(SB), RODATA|NOPTR, $64
+
+DATA winoO<>+0(SB)/4, $1
+DATA winoO<>+4(SB)/4, $3
+DATA winoO<>+8(SB)/4, $5
+DATA winoO<>+12(SB)/4, $7
+DATA winoO<>+16(SB)/4, $9
+DATA winoO<>+20(SB)/4, $11
+DATA winoO<>+24(SB)/4, $13
+DATA winoO<>+28(SB)/4, $15
+GLOBL winoO<>(SB), RODATA|NOPTR, $64
+
+DATA winoOm<>+0(SB)/4, $0
+DATA winoOm<>+4(SB)/4, $1
+DATA winoOm<>+8(SB)/4, $3
+DATA winoOm<>+12(SB)/4, $5
+DATA winoOm<>+16(SB)/4, $7
+DATA winoOm<>+20(SB)/4, $9
+DATA winoOm<>+24(SB)/4, $11
+DATA winoOm<>+28(SB)/4, $13
+GLOBL winoOm<>(SB), RODATA|NOPTR, $64
+
+DATA winoE2<>+0(SB)/4, $2
+DATA winoE2<>+4(SB)/4, $4
+DATA winoE2<>+8(SB)/4, $6
+DATA winoE2<>+12(SB)/4, $8
+DATA winoE2<>+16(SB)/4, $10
+DATA winoE2<>+20(SB)/4, $12
+DATA winoE2<>+24(SB)/4, $14
+DATA winoE2<>+28(SB)/4, $0
+GLOBL winoE2<>(SB), RODATA|NOPTR, $64
+
+// One row a of Bᵀ d, as four tile columns: B applied to lanes 2tx−1 …
+// 2tx+2 of a for every tile tx, stored (mask K2) into the four planes at
+// R9, R9+R8, R9+2·R8, R9+R12; R9 then moves on four planes (R13).
+#define WINOCOLS(a) \
+	VPERMPS   a, Z24, Z8; \
+	VPERMPS   a, Z25, Z9; \
+	VPERMPS.Z a, Z26, K3, Z10; \
+	VPERMPS.Z a, Z27, K4, Z11; \
+	VSUBPS    Z9, Z10, Z12; \
+	VADDPS    Z9, Z8, Z13; \
+	VSUBPS    Z8, Z9, Z14; \
+	VSUBPS    Z11, Z8, Z15; \
+	VMOVUPS   Z12, K2, (R9); \
+	VMOVUPS   Z13, K2, (R9)(R8*1); \
+	VMOVUPS   Z14, K2, (R9)(R8*2); \
+	VMOVUPS   Z15, K2, (R9)(R12*1); \
+	ADDQ      R13, R9
+
+// func winogradInput512(v *float32, stride int, x *float32, h, w, kload, kstore int)
+//
+// Strip by strip (input rows 2ty−1 … 2ty+2, zero outside the plane), the
+// rows of Bᵀ d are formed whole (one row of the plane per register, w ≤
+// 16), then B is applied to each tile's four columns through permutes.
+TEXT ·winogradInput512(SB), NOSPLIT, $0-56
+	MOVQ     v+0(FP), DI
+	MOVQ     stride+8(FP), R8
+	MOVQ     x+16(FP), SI
+	MOVQ     h+24(FP), CX   // rows from row 2ty to the end
+	MOVQ     w+32(FP), BX
+	MOVQ     kload+40(FP), AX
+	KMOVW    AX, K1
+	MOVQ     kstore+48(FP), AX
+	KMOVW    AX, K2
+	MOVL     $0xfffe, AX
+	KMOVW    AX, K3
+	MOVL     $0x7f, AX
+	KMOVW    AX, K4
+	LEAQ     1(BX), R14
+	SHRQ     $1, R14
+	SHLQ     $2, R14        // bytes per strip of tiles in a plane
+	SHLQ     $2, BX         // bytes per row of x
+	SHLQ     $2, R8         // bytes between planes
+	LEAQ     (R8)(R8*2), R12
+	MOVQ     R8, R13
+	SHLQ     $2, R13
+	VMOVUPS  winoE<>(SB), Z24
+	VMOVUPS  winoO<>(SB), Z25
+	VMOVUPS  winoOm<>(SB), Z26
+	VMOVUPS  winoE2<>(SB), Z27
+	VPXORD   Z0, Z0, Z0     // row 2ty−1: zero above the plane
+
+wistrip:
+	VMOVUPS.Z (SI), K1, Z1
+	VPXORD    Z2, Z2, Z2
+	VPXORD    Z3, Z3, Z3
+	CMPQ      CX, $2
+	JLT       wirows
+	VMOVUPS.Z (SI)(BX*1), K1, Z2
+	CMPQ      CX, $3
+	JLT       wirows
+	VMOVUPS.Z (SI)(BX*2), K1, Z3
+
+wirows:
+	VSUBPS   Z2, Z0, Z4     // d0 − d2
+	VADDPS   Z2, Z1, Z5     // d1 + d2
+	VSUBPS   Z1, Z2, Z6     // d2 − d1
+	VSUBPS   Z3, Z1, Z7     // d1 − d3
+	MOVQ     DI, R9
+	WINOCOLS(Z4)
+	WINOCOLS(Z5)
+	WINOCOLS(Z6)
+	WINOCOLS(Z7)
+	VMOVAPS  Z2, Z0         // the next strip's first row
+	ADDQ     R14, DI
+	LEAQ     (SI)(BX*2), SI
+	SUBQ     $2, CX
+	JGT      wistrip
+	VZEROUPPER
+	RET

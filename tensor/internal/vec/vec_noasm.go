@@ -20,6 +20,8 @@ func fillAsm(dst []float32, v float32) int                                      
 func weightedRowsAsm(dst, rows []float32, ld int, w []float32, b float32, bias bool) int { return 0 }
 func avgPool2x2Asm(dst, src []float32, w, rows int, inv float32) bool                    { return false }
 func avgPool2x2BackAsm(dst, g []float32, w, rows int, inv float32) bool                  { return false }
+func winogradInputOK(w int) bool                                                         { return false }
+func winogradInputAsm(v []float32, stride int, x []float32, h, w int)                    {}
 
 func levels() []string { return []string{"go"} }
 

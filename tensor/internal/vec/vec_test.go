@@ -435,3 +435,72 @@ func TestWeightedRows(t *testing.T) {
 		}
 	})
 }
+
+// WinogradInput against Bᵀ d B formed tile by tile, for every plane extent
+// it takes; bit for bit, since both apply Bᵀ first and use the same sums.
+// Lanes past each plane's tiles are left as they were.
+func TestWinogradInput(t *testing.T) {
+	if !WinogradInputOK(16) {
+		t.Skip("no AVX-512: the Go transform of package tensor runs instead")
+	}
+	rng := rand.New(rand.NewPCG(5, 5))
+	bt := [4][4]float32{{1, 0, -1, 0}, {0, 1, 1, 0}, {0, -1, 1, 0}, {0, 1, 0, -1}}
+	for h := 1; h <= 16; h++ {
+		for w := 1; w <= 16; w++ {
+			x := make([]float32, h*w)
+			for i := range x {
+				x[i] = float32(rng.NormFloat64())
+			}
+			tH, tW := (h+1)/2, (w+1)/2
+			stride := tH*tW + 3
+			v := make([]float32, 16*stride)
+			const sentinel = 12345
+			for i := range v {
+				v[i] = sentinel
+			}
+			WinogradInput(v, stride, x, h, w)
+			at := func(r, c int) float32 {
+				if r < 0 || r >= h || c < 0 || c >= w {
+					return 0
+				}
+				return x[r*w+c]
+			}
+			for ty := range tH {
+				for tx := range tW {
+					var s [4][4]float32 // Bᵀ d
+					for i := range 4 {
+						for c := range 4 {
+							var acc float32
+							for k := range 4 {
+								if bt[i][k] != 0 {
+									acc += bt[i][k] * at(2*ty-1+k, 2*tx-1+c)
+								}
+							}
+							s[i][c] = acc
+						}
+					}
+					for i := range 4 {
+						for j := range 4 {
+							var want float32 // (Bᵀ d B)[i][j] = Σ_c (Bᵀ d)[i][c]·Bᵀ[j][c]
+							for c := range 4 {
+								if bt[j][c] != 0 {
+									want += bt[j][c] * s[i][c]
+								}
+							}
+							if got := v[(4*i+j)*stride+ty*tW+tx]; got != want {
+								t.Fatalf("%d×%d plane, tile (%d, %d), entry %d: %v, want %v", h, w, ty, tx, 4*i+j, got, want)
+							}
+						}
+					}
+				}
+			}
+			for xi := range 16 {
+				for k := tH * tW; k < stride; k++ {
+					if v[xi*stride+k] != sentinel {
+						t.Fatalf("%d×%d plane: wrote past the tiles of plane %d", h, w, xi)
+					}
+				}
+			}
+		}
+	}
+}
