@@ -1,0 +1,1 @@
+/usr/bin/python3 scripts/torch/distill_bench.py --methods mtt --ipc 10 --iters 5 --warmup 1 --threads 2 --dsa-strategy color_crop_cutout_scale_rotate --data-dir /root/go/pkg/mod/github.com/petar/!go!m!n!i!s!t@v0.0.0-20150320212226-2fbe10d0fa63/data --syn-steps 30 --expert-epochs 2 --max-start-epoch 20 --lr-img 100 --lr-lr 1e-5 --lr-teacher 0.001 --batch-syn 0 --init real

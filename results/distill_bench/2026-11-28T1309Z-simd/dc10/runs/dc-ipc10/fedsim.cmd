@@ -1,0 +1,1 @@
+bin/fedsim distill --dataset mnist --method dc --ipc 10 --iters 3 --eval-runs 0 --checkpoint-every 0 --seed 1 --quiet --out results/distill_bench/2026-11-28T1309Z-simd/dc10/runs/dc-ipc10 --batch-real 256 --lr-img 0.1 --outer-loop 10 --inner-loop 50 --init noise --dsa-strategy none

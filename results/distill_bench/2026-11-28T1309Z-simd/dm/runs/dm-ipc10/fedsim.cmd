@@ -1,0 +1,1 @@
+bin/fedsim distill --dataset mnist --method dm --ipc 10 --iters 22 --eval-runs 0 --checkpoint-every 0 --seed 1 --quiet --out results/distill_bench/2026-11-28T1309Z-simd/dm/runs/dm-ipc10 --batch-real 256 --lr-img 1 --init real --dsa-strategy color_crop_cutout_scale_rotate

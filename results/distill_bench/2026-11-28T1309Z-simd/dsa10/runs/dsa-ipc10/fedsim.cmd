@@ -1,0 +1,1 @@
+bin/fedsim distill --dataset mnist --method dsa --ipc 10 --iters 3 --eval-runs 0 --checkpoint-every 0 --seed 1 --quiet --out results/distill_bench/2026-11-28T1309Z-simd/dsa10/runs/dsa-ipc10 --batch-real 256 --lr-img 0.1 --outer-loop 10 --inner-loop 50 --init real --dsa-strategy color_crop_cutout_scale_rotate

@@ -1,0 +1,1 @@
+/usr/bin/python3 scripts/torch/distill_bench.py --methods dsa --ipc 10 --iters 2 --warmup 1 --threads 2 --dsa-strategy color_crop_cutout_scale_rotate --data-dir /root/go/pkg/mod/github.com/petar/!go!m!n!i!s!t@v0.0.0-20150320212226-2fbe10d0fa63/data --batch-real 256 --lr-img 0.1 --outer-loop 10 --inner-loop 50 --init real

@@ -1,0 +1,1 @@
+/usr/bin/python3 scripts/torch/distill_bench.py --methods dm --ipc 1 --iters 20 --warmup 2 --threads 2 --dsa-strategy color_crop_cutout_scale_rotate --data-dir /root/go/pkg/mod/github.com/petar/!go!m!n!i!s!t@v0.0.0-20150320212226-2fbe10d0fa63/data --batch-real 256 --lr-img 1 --init real
