@@ -1,12 +1,15 @@
 // Package vec holds the SIMD kernels behind package tensor's hot float32
 // loops: normalisation statistics and rows, ReLU forward and backward,
-// axpy-style updates, fills and 2×2 average pooling.
+// axpy-style updates, fills, weighted row sums, 2×2 average pooling and
+// the Winograd input transform.
 //
-// Every kernel has a portable Go reference (the *Go functions, which the
-// tests compare against). On amd64 the bulk of each slice runs in assembly,
-// AVX-512 when the CPU has AVX-512F and AVX2+FMA otherwise (chosen once at
-// start-up); the few trailing elements that do not fill a vector run in
-// Go. The noasm build tag and other architectures use Go only.
+// Every kernel but the last has a portable Go reference (the *Go
+// functions, which the tests compare against). On amd64 the bulk of each
+// slice runs in assembly, AVX-512 when the CPU has AVX-512F and AVX2+FMA
+// otherwise (chosen once at start-up); the few trailing elements that do
+// not fill a vector run in Go. The noasm build tag and other architectures
+// use Go only. The Winograd input transform is AVX-512 only; callers ask
+// WinogradInputOK and otherwise run their own Go loop (package tensor's).
 //
 // Sums are accumulated in float64 (the float32 values are widened with
 // VCVTPS2PD), so they agree with the Go references up to the order of
