@@ -1026,28 +1026,9 @@ wr512done:
 	VZEROUPPER
 	RET
 
-// Permutations of winogradInput512: lane tx takes lane 2tx (E), 2tx+1 (O),
-// 2tx−1 (Om, lane 0 masked) or 2tx+2 (E2, lane 7 masked) of a row.
-DATA winoE<>+0(SB)/4, $0
-DATA winoE<>+4(SB)/4, $2
-DATA winoE<>+8(SB)/4, $4
-DATA winoE<>+12(SB)/4, $6
-DATA winoE<>+16(SB)/4, $8
-DATA winoE<>+20(SB)/4, $10
-DATA winoE<>+24(SB)/4, $12
-DATA winoE<>+28(SB)/4, $14
-GLOBL winoE<>(SB), RODATA|NOPTR, $64
-
-DATA winoO<>+0(SB)/4, $1
-DATA winoO<>+4(SB)/4, $3
-DATA winoO<>+8(SB)/4, $5
-DATA winoO<>+12(SB)/4, $7
-DATA winoO<>+16(SB)/4, $9
-DATA winoO<>+20(SB)/4, $11
-DATA winoO<>+24(SB)/4, $13
-DATA winoO<>+28(SB)/4, $15
-GLOBL winoO<>(SB), RODATA|NOPTR, $64
-
+// Permutations of winogradInput512: lane tx takes lane 2tx (E, poolEven),
+// 2tx+1 (O, poolOdd), 2tx−1 (Om, lane 0 masked) or 2tx+2 (E2, lane 7
+// masked) of a row; lanes 8 and up are never stored.
 DATA winoOm<>+0(SB)/4, $0
 DATA winoOm<>+4(SB)/4, $1
 DATA winoOm<>+8(SB)/4, $3
@@ -1113,8 +1094,8 @@ TEXT ·winogradInput512(SB), NOSPLIT, $0-56
 	LEAQ     (R8)(R8*2), R12
 	MOVQ     R8, R13
 	SHLQ     $2, R13
-	VMOVUPS  winoE<>(SB), Z24
-	VMOVUPS  winoO<>(SB), Z25
+	VMOVUPS  poolEven<>(SB), Z24
+	VMOVUPS  poolOdd<>(SB), Z25
 	VMOVUPS  winoOm<>(SB), Z26
 	VMOVUPS  winoE2<>(SB), Z27
 	VPXORD   Z0, Z0, Z0     // row 2ty−1: zero above the plane
