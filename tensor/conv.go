@@ -214,16 +214,7 @@ func zeroEdges[T Float](r []T, ohLo, ohHi, ow, owLo, owHi int) {
 }
 
 // addRun computes dst += src (SIMD for float32; an FMA with 1 is an add).
-func addRun[T Float](dst, src []T) {
-	if d, ok := any(dst).([]float32); ok {
-		vec.Axpy(1, any(src).([]float32), d)
-		return
-	}
-	dst = dst[:len(src)]
-	for k, v := range src {
-		dst[k] += v
-	}
-}
+func addRun[T Float](dst, src []T) { axpyRow(1, src, dst) }
 
 // batchGrain is the parallel.For grain for a loop over n images: one image
 // per chunk when the batch splits evenly enough over the workers, otherwise

@@ -4,7 +4,6 @@ import (
 	"fmt"
 
 	"github.com/fedsim/fedsim/internal/parallel"
-	"github.com/fedsim/fedsim/tensor/internal/vec"
 )
 
 // GroupNormGradBackward is the first-order backward of the group-norm input
@@ -99,18 +98,5 @@ func GroupNormGradBackward[T Float](gg, gx *Tensor[T], ggamma []T, u, g, x *Tens
 	})
 	if pg != nil {
 		reduceRows(ggamma, pg, n, c)
-	}
-}
-
-// axpyRow computes y += a·x over len(x) values, in the calling goroutine
-// (SIMD for float32).
-func axpyRow[T Float](a T, x, y []T) {
-	if ys, ok := any(y).([]float32); ok {
-		vec.Axpy(float32(a), any(x).([]float32), ys)
-		return
-	}
-	y = y[:len(x)]
-	for i, v := range x {
-		y[i] += a * v
 	}
 }

@@ -122,16 +122,20 @@ func Axpy[T Float](a T, x, y []T) {
 	if len(x) != len(y) {
 		panic(fmt.Sprintf("tensor: Axpy lengths %d and %d", len(x), len(y)))
 	}
-	parallel.For(len(x), 32768, func(lo, hi int) {
-		xs, ys := x[lo:hi], y[lo:hi]
-		if y32, ok := any(ys).([]float32); ok {
-			vec.Axpy(float32(a), any(xs).([]float32), y32)
-			return
-		}
-		for i, v := range xs {
-			ys[i] += a * v
-		}
-	})
+	parallel.For(len(x), 32768, func(lo, hi int) { axpyRow(a, x[lo:hi], y[lo:hi]) })
+}
+
+// axpyRow computes y += a·x over len(x) values in the calling goroutine
+// (for float32 with one FMA per value). It panics if y is shorter than x.
+func axpyRow[T Float](a T, x, y []T) {
+	if ys, ok := any(y).([]float32); ok {
+		vec.Axpy(float32(a), any(x).([]float32), ys)
+		return
+	}
+	y = y[:len(x)]
+	for i, v := range x {
+		y[i] += a * v
+	}
 }
 
 // Dot returns Σ x[i]*y[i], accumulated in float64.

@@ -24,8 +24,9 @@
 # committed, about 10 MB per expert), OUT (results/distill/mnist-mtt-ipc1-full-s$SEED),
 # FEDSIM_BIN (bin/fedsim-mttlong; built unless SKIP_BUILD=1).
 #
-# Cost at one thread: the buffer about 2-3 minutes per expert epoch; the
-# distillation about 3.5 s per iteration (about 5 hours for 5000).
+# Cost: the buffer about 3 minutes per expert epoch at one thread (about
+# 1 at two); the distillation about 3.5 s per iteration at one thread
+# (about 5 hours for 5000).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 THREADS=${THREADS:-1}
