@@ -15,10 +15,14 @@
 # (the timing is not what is measured here). Output: RESULTS_OUT (default
 # results/fidelity)/<method>-ipc<K>-<iters>/{fedsim,pytorch}-s<S>/ with each
 # set, its evaluation (eval.json) and the logs, and a Markdown table on
-# stdout (also in table.md there).
+# stdout (also in results/fidelity/table.md) made by fidelity_table.py over
+# every seed folder of each row, earlier runs' included: each side's mean ±
+# std, the difference of the means and the paired (same seed) differences
+# with a 95 % interval. `scripts/results/fidelity_table.py DIR` remakes it.
 #
-# Cost on 2 cores, per seed of dm:10:200: fedsim about 8 min, PyTorch about
-# 17 min (one thread each), plus 3-4 min per evaluation.
+# Cost on 2 cores, per seed of dm:10:200: fedsim about 7 min, PyTorch about
+# 23 min (6.5 s per iteration; one thread each), plus 10-11 min per
+# evaluation of three models at one thread (2026-11-28).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 rows=${1:-"dm:10:200"}
@@ -72,26 +76,4 @@ for r in $rows; do
 	dirs+=("$dir")
 done
 
-"$PY" - "${dirs[@]}" <<'EOF' | tee "$out/table.md"
-import glob, json, os, statistics, sys
-print("| method | IPC | iterations | fedsim % (per seed) | reference loops in PyTorch % (per seed) | difference |")
-print("|---|---|---|---|---|---|")
-for d in sys.argv[1:]:
-    m, k, it = os.path.basename(d).split("-")
-    side = {}
-    for impl in ("fedsim", "pytorch"):
-        accs = []
-        for f in sorted(glob.glob(os.path.join(d, impl + "-s*", "eval.json"))):
-            e = json.load(open(f))
-            accs.append(100 * e["evaluations"][0]["acc_mean"])
-        side[impl] = accs
-    def cell(a):
-        if not a:
-            return "–"
-        sd = statistics.pstdev(a) if len(a) > 1 else 0.0
-        return "%.2f ± %.2f (%s)" % (statistics.fmean(a), sd, ", ".join("%.2f" % v for v in a))
-    diff = "–"
-    if side["fedsim"] and side["pytorch"]:
-        diff = "%+.2f" % (statistics.fmean(side["fedsim"]) - statistics.fmean(side["pytorch"]))
-    print("| %s | %s | %s | %s | %s | %s |" % (m, k[3:], it, cell(side["fedsim"]), cell(side["pytorch"]), diff))
-EOF
+"$PY" scripts/results/fidelity_table.py "${dirs[@]}" | tee "$out/table.md"
