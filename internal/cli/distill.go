@@ -572,6 +572,9 @@ func RunDistill(ctx context.Context, o *DistillOptions, stdout, stderr io.Writer
 			label := "distill"
 			if first > 0 {
 				label = fmt.Sprintf("distill (resumed after %d)", first)
+				// Said when it happens, so a long run's log (appended to by
+				// every resumption) shows where each part started.
+				fmt.Fprintf(stdout, "resumed from the checkpoint after %d iterations\n", first)
 			}
 			bar = newProgress(stderr, label, o.Iters-first, o.Quiet)
 		},
@@ -609,7 +612,7 @@ func RunDistill(ctx context.Context, o *DistillOptions, stdout, stderr io.Writer
 		rep.SecPerIterMedian = median(stepTimes[1:])
 	}
 	if d.Iterative() {
-		if resumedAt > 0 {
+		if resumedAt > 0 && firstIt < 0 { // the checkpoint held every iteration
 			fmt.Fprintf(stdout, "resumed from the checkpoint after %d iterations\n", resumedAt)
 		}
 		if firstIt >= 0 {

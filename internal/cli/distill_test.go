@@ -119,9 +119,13 @@ func TestDistillCommandResume(t *testing.T) {
 		t.Fatalf("second run without --resume: %v", err)
 	}
 	o.Resume = true
+	o.EvalRuns, o.EvalEvery = 1, 1 // an evaluation at iteration 3, during the resumed part
 	stdout := runDistillOrSkip(t, o)
-	if !strings.Contains(stdout, "resumed from the checkpoint after 2 iterations") {
-		t.Errorf("stdout %q does not mention the resume", stdout)
+	// The resume is said when it happens, before the resumed part's
+	// output, so that a log appended to by every resumption shows where
+	// each part started.
+	if i, j := strings.Index(stdout, "resumed from the checkpoint after 2 iterations"), strings.Index(stdout, "iteration 3 "); i < 0 || j < 0 || i > j {
+		t.Errorf("stdout %q does not mention the resume before the evaluation at iteration 3", stdout)
 	}
 	a, err := npz.Read(filepath.Join(full, "synthetic.npz"))
 	if err != nil {
