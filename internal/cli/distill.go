@@ -187,7 +187,7 @@ A run that diverges stops with an error and keeps its last good checkpoint.`,
 	f.IntVar(&o.EvalEpochs, "eval-epochs", 0, "training epochs per evaluation model (0: as the reference code: 1000 on mnist; elsewhere 1000 for dsa, dm, mtt, ftd, tesla, 600 for cafe, 300 for the rest)")
 	f.Float64Var(&o.EvalLR, "eval-lr", 0, "learning rate of the evaluation models (0: the learned step size for mtt/ftd/tesla/dd/sldd/ld, as their reference code evaluates; 0.01 otherwise)")
 	f.Uint64Var(&o.Seed, "seed", 1, "random seed (the whole run is reproducible from it)")
-	f.BoolVar(&o.Resume, "resume", false, "continue from DIR/checkpoint.npz")
+	f.BoolVar(&o.Resume, "resume", false, "continue from DIR/checkpoint.npz (a fresh start when there is none)")
 	f.IntVar(&o.CheckpointEvery, "checkpoint-every", 50, "write DIR/checkpoint.npz every K iterations")
 	f.StringVar(&o.Model, "model", "", "network used for matching and for the coreset feature space (default convnet)")
 	f.IntVar(&o.BatchReal, "batch-real", 0, "real images per class per iteration (0: 256)")

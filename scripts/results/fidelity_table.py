@@ -33,6 +33,8 @@ def side(d, impl):
     accs = {}
     for f in glob.glob(os.path.join(d, impl + "-s*", "eval.json")):
         m = re.search(r"-s(\d+)$", os.path.dirname(f))
+        if m is None:  # a folder such as fedsim-s3-old is not a seed's
+            continue
         try:
             with open(f) as fh:
                 e = json.load(fh)

@@ -45,8 +45,6 @@ mkdir -p "$OUT"
 GOMAXPROCS=$THREADS "$BIN" distill buffer --dataset mnist --experts "$EXPERTS" \
 	--epochs "$EPOCHS" --seed "$SEED" --quiet --out "$BUFFER" 2>&1 | tee -a "$OUT/buffer.log"
 
-resume=()
-[ -f "$OUT/checkpoint.npz" ] && resume=(--resume)
 GOMAXPROCS=$THREADS "$BIN" distill --dataset mnist --method mtt --ipc 1 --iters "$ITERS" \
 	--buffer "$BUFFER" --eval-every "$EVAL_EVERY" --eval-runs "$EVAL_RUNS" \
-	--checkpoint-every 25 --seed "$SEED" --quiet --out "$OUT" "${resume[@]}" >>"$OUT/distill.log" 2>&1
+	--checkpoint-every 25 --seed "$SEED" --quiet --out "$OUT" --resume >>"$OUT/distill.log" 2>&1
