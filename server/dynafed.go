@@ -25,7 +25,9 @@ import (
 //     trajectory matching (MTT, survey eq. 30): a student starts at θ_t
 //     (t < L − Span + 1 drawn at random), takes SynSteps SGD steps with the
 //     learnable step size α on the synthetic images (per-sample DSA), and
-//     the images and α descend ‖θ_N − θ_{t+Span}‖² / ‖θ_t − θ_{t+Span}‖²;
+//     the images and α descend ‖θ_N − θ_{t+Span}‖² / ‖θ_t − θ_{t+Span}‖²
+//     (with TargetAverage, θ_{t+Span} is replaced by a mean of models
+//     drawn from θ_{t+1} … θ_{t+Span});
 //     the images start as standard normal noise in the normalized space,
 //     IPC per class;
 //  3. from round L on, after every aggregation it fine-tunes the global
@@ -37,6 +39,13 @@ type DynaFed struct {
 	// Record is L, the number of rounds whose global models form the
 	// trajectory; Span is how many rounds ahead the student's target lies.
 	Record, Span int
+	// TargetAverage, when ≥ 1, makes each iteration's target the mean of
+	// k global models, k drawn uniformly from TargetAverage … Span and the
+	// models drawn with replacement from the Span rounds after the start,
+	// as the authors' scripts do (--weight_averaging --least_ave_num 2
+	// with expert_epochs 3): averaging smooths the round-to-round swings
+	// of FedAvg under strong heterogeneity. 0 matches θ_{t+Span} itself.
+	TargetAverage int
 	// SynSteps is the student's number of steps per matching iteration;
 	// BatchSyn its batch size (0: the whole set).
 	SynSteps, BatchSyn int
@@ -85,6 +94,9 @@ func (d *DynaFed) Validate() error {
 	var errs []error
 	if d.Span < 1 || d.Record < d.Span {
 		errs = append(errs, fmt.Errorf("server: DynaFed records %d rounds and matches %d rounds ahead: want 1 ≤ span ≤ recorded rounds", d.Record, d.Span))
+	}
+	if d.TargetAverage < 0 || d.TargetAverage > d.Span {
+		errs = append(errs, fmt.Errorf("server: DynaFed averages targets of at least %d models: want 0 (off) to span %d", d.TargetAverage, d.Span))
 	}
 	if d.SynSteps < 1 || d.IPC < 1 || d.Iterations < 0 || d.BatchSyn < 0 {
 		errs = append(errs, fmt.Errorf("server: DynaFed student steps %d, IPC %d, iterations %d, synthetic batch %d: want ≥ 1, ≥ 1, ≥ 0, ≥ 0", d.SynSteps, d.IPC, d.Iterations, d.BatchSyn))
@@ -144,7 +156,45 @@ const (
 	streamDynaFed     = 4 << 40
 	streamDynaFedInit = 5 << 40
 	streamDynaFedIter = 6 << 40
+	// streamDynaFedAvg+it draws iteration it's averaged target, apart from
+	// the iteration's other draws so that TargetAverage changes only the
+	// targets.
+	streamDynaFedAvg = 7 << 40
 )
+
+// target returns the matching target of an iteration that starts at
+// trajectory point start: θ_{start+Span}, or with TargetAverage the mean
+// of k models drawn with replacement from θ_{start+1} … θ_{start+Span}.
+// Only the first nParams tensors (the model's parameters) are returned;
+// they are the caller's.
+func (d *DynaFed) target(traj []*client.Weights, nParams, start int, rng *tensor.RNG) []*tensor.Tensor[float32] {
+	picks := []int{start + d.Span}
+	if d.TargetAverage > 0 {
+		k := d.TargetAverage + rng.IntN(d.Span-d.TargetAverage+1)
+		picks = picks[:0]
+		for range k {
+			picks = append(picks, start+1+rng.IntN(d.Span))
+		}
+	}
+	first := traj[picks[0]].Tensors[:nParams]
+	out := make([]*tensor.Tensor[float32], len(first))
+	scale := 1 / float32(len(picks))
+	for i, t := range first {
+		out[i] = t.Clone()
+		if len(picks) == 1 {
+			continue
+		}
+		for _, p := range picks[1:] {
+			for j, v := range traj[p].Tensors[i].Data {
+				out[i].Data[j] += v
+			}
+		}
+		for j := range out[i].Data {
+			out[i].Data[j] *= scale
+		}
+	}
+	return out
+}
 
 // distill makes the server set from the trajectory θ_0 … θ_L.
 func (d *DynaFed) distill(ctx context.Context, traj []*client.Weights) (*client.Synthetic, error) {
@@ -198,7 +248,7 @@ func (d *DynaFed) distill(ctx context.Context, traj []*client.Weights) (*client.
 		}
 		rng := tensor.NewRNG(d.Seed, streamDynaFedIter+uint64(it))
 		start := rng.IntN(len(traj) - d.Span)
-		theta0, target := params(start), params(start+d.Span)
+		theta0, target := params(start), d.target(traj, nParams, start, tensor.NewRNG(d.Seed, streamDynaFedAvg+uint64(it)))
 		task := &distill.TrajectoryTask[float32]{Model: student, Start: theta0, Target: target, Denom: distill.ParamDistance(theta0, target), Y: y, SoftY: logits}
 		task.Batches, task.Augs = distill.StudentBatches(rng, x.Shape, d.BatchSyn, d.SynSteps, each)
 		g, err := distill.UnrolledMatchGrad(task, x, lr)

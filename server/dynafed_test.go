@@ -232,3 +232,84 @@ func TestDynaFedImageAdam(t *testing.T) {
 		t.Fatal("Adam and SGD at the same learning rates made the same images or labels: Adam was not used")
 	}
 }
+
+// TestDynaFedTargetAverage checks the averaged targets: every target is
+// the mean of TargetAverage … Span models drawn from the Span rounds after
+// the start, both ends of that range occur, and off (0) means θ_{t+Span}.
+func TestDynaFedTargetAverage(t *testing.T) {
+	// Trajectory point k holds the value 3^k, so a mean of picks from
+	// k ∈ {s+1, s+2, s+3} reveals which picks and how many.
+	var traj []*client.Weights
+	for k := range 8 {
+		w := tensor.New[float32](2)
+		w.Data[0], w.Data[1] = float32(math.Pow(3, float64(k))), -float32(k)
+		extra := tensor.New[float32](1) // a buffer beyond the parameters
+		traj = append(traj, &client.Weights{Tensors: []*tensor.Tensor[float32]{w, extra}})
+	}
+	d := &DynaFed{Span: 3}
+	const start = 2
+	got := d.target(traj, 1, start, tensor.NewRNG(1, 0))
+	if len(got) != 1 || got[0].Data[0] != 243 || got[0].Data[1] != -5 {
+		t.Fatalf("no averaging: target %v, want θ_5 = [243 -5]", got[0].Data)
+	}
+	d.TargetAverage = 2
+	// valid[v] is the count of picks for every mean of 2 or 3 picks.
+	valid := map[float32]int{}
+	vals := []float64{27, 81, 243}
+	for _, a := range vals {
+		for _, b := range vals {
+			valid[float32((a+b)/2)] = 2
+			for _, c := range vals {
+				if _, ok := valid[float32((a+b+c)/3)]; !ok {
+					valid[float32((a+b+c)/3)] = 3
+				}
+			}
+		}
+	}
+	seen := map[int]bool{}
+	for it := range 200 {
+		got := d.target(traj, 1, start, tensor.NewRNG(1, uint64(it)))
+		k, ok := valid[got[0].Data[0]]
+		if !ok {
+			t.Fatalf("iteration %d: target %v is no mean of 2 or 3 of θ_3, θ_4, θ_5", it, got[0].Data)
+		}
+		seen[k] = true
+		if traj[start+1].Tensors[0].Data[0] != 27 {
+			t.Fatal("averaging changed the trajectory")
+		}
+	}
+	if !seen[2] || !seen[3] {
+		t.Fatalf("averages of %v models seen: want both 2 and 3", seen)
+	}
+	if err := (&DynaFed{Record: 3, Span: 3, TargetAverage: 4}).Validate(); err == nil || !strings.Contains(err.Error(), "averages targets of at least 4") {
+		t.Fatalf("target average 4 with span 3: %v", err)
+	}
+}
+
+// TestDynaFedTargetAverageOfOne checks that averaging one model of a span
+// of one is matching θ_{t+1} itself: the set is the same as without it,
+// so the averaging draws do not disturb the iteration's other draws.
+func TestDynaFedTargetAverageOfOne(t *testing.T) {
+	d := testDynaFed()
+	d.Iterations = 5
+	st := &State{}
+	record(t, d, st)
+	d1 := testDynaFed()
+	d1.Iterations, d1.TargetAverage = 5, 1
+	st1 := &State{}
+	record(t, d1, st1)
+	if !slices.Equal(st.ServerSet.X.Data, st1.ServerSet.X.Data) || !slices.Equal(d.losses, d1.losses) {
+		t.Fatal("averaging 1 of a span of 1 changed the set or the losses")
+	}
+	d2 := testDynaFed()
+	d2.Record, d2.Span, d2.Iterations, d2.TargetAverage = 3, 2, 5, 1
+	st2 := &State{}
+	record(t, d2, st2)
+	d3 := testDynaFed()
+	d3.Record, d3.Span, d3.Iterations = 3, 2, 5
+	st3 := &State{}
+	record(t, d3, st3)
+	if slices.Equal(d2.losses, d3.losses) {
+		t.Fatal("span 2: averaging left every loss as matching θ_{t+2}")
+	}
+}

@@ -83,7 +83,9 @@ type Config struct {
 	// server.DynaFed): the global models of the first ServerTMRounds
 	// rounds form a trajectory, the server distills ServerTMIPC images per
 	// class from it (ServerTMIters matching iterations of ServerTMSynSteps
-	// student steps against the model ServerTMSpan rounds ahead; images'
+	// student steps against the model ServerTMSpan rounds ahead, or with
+	// ServerTMAverage ≥ 1 against a mean of at least that many of the
+	// models 1 … ServerTMSpan rounds ahead; images'
 	// learning rate ServerTMLRImg, initial student step size ServerTMLR),
 	// then fine-tunes every aggregated model on them for ServerTMSteps SGD
 	// steps with learning rate ServerTMFineLR. ServerTMSoftLabels learns
@@ -94,6 +96,7 @@ type Config struct {
 	ServerTM           bool    `yaml:"server_tm" json:"server_tm"`
 	ServerTMRounds     int     `yaml:"server_tm_rounds" json:"server_tm_rounds"`
 	ServerTMSpan       int     `yaml:"server_tm_span" json:"server_tm_span"`
+	ServerTMAverage    int     `yaml:"server_tm_average" json:"server_tm_average"`
 	ServerTMSynSteps   int     `yaml:"server_tm_syn_steps" json:"server_tm_syn_steps"`
 	ServerTMIPC        int     `yaml:"server_tm_ipc" json:"server_tm_ipc"`
 	ServerTMIters      int     `yaml:"server_tm_iters" json:"server_tm_iters"`
@@ -333,6 +336,9 @@ func (c Config) Resolve() (Config, error) {
 	if c.ServerTM {
 		if c.ServerTMSpan < 1 || c.ServerTMRounds < c.ServerTMSpan {
 			bad("server_tm_rounds %d and server_tm_span %d: want 1 ≤ span ≤ rounds", c.ServerTMRounds, c.ServerTMSpan)
+		}
+		if c.ServerTMAverage < 0 || c.ServerTMAverage > c.ServerTMSpan {
+			bad("server_tm_average %d: want 0 (off) to server_tm_span %d", c.ServerTMAverage, c.ServerTMSpan)
 		}
 		if c.ServerTMSynSteps < 1 || c.ServerTMIPC < 1 || c.ServerTMIters < 0 || c.ServerTMSteps < 0 {
 			bad("server_tm_syn_steps %d, server_tm_ipc %d, server_tm_iters %d, server_tm_steps %d: want ≥ 1, ≥ 1, ≥ 0, ≥ 0",

@@ -416,7 +416,7 @@ func refinerOf(cfg Config, shape []int, classes int) server.Refiner {
 	if !cfg.ServerTM {
 		return nil
 	}
-	return &server.DynaFed{Record: cfg.ServerTMRounds, Span: cfg.ServerTMSpan, SynSteps: cfg.ServerTMSynSteps,
+	return &server.DynaFed{Record: cfg.ServerTMRounds, Span: cfg.ServerTMSpan, TargetAverage: cfg.ServerTMAverage, SynSteps: cfg.ServerTMSynSteps,
 		IPC: cfg.ServerTMIPC, Iterations: cfg.ServerTMIters, LRImg: cfg.ServerTMLRImg, LRInit: cfg.ServerTMLR, LRLR: 1e-5, Momentum: 0.5,
 		SoftLabels: cfg.ServerTMSoftLabels, LRLabel: cfg.ServerTMLRLabel, ImageAdam: cfg.ServerTMImgOptim == "adam",
 		Steps: cfg.ServerTMSteps, BatchSize: cfg.ServerBatch, LR: cfg.ServerTMFineLR, DSAStrategy: cfg.ServerDSA,

@@ -99,6 +99,7 @@ var flagHelp = map[string]string{
 	"server_tm":             "server-side trajectory matching (DynaFed): distill a set from the first rounds' global models and fine-tune every aggregate on it",
 	"server_tm_rounds":      "server-tm: rounds of global models recorded before distilling (L)",
 	"server_tm_span":        "server-tm: the student matches the global model this many rounds ahead",
+	"server_tm_average":     "server-tm: each target is the mean of k ≥ this many of the models 1 … span rounds ahead, drawn with replacement (the DynaFed authors' weight averaging; 0: off)",
 	"server_tm_syn_steps":   "server-tm: student SGD steps per matching iteration",
 	"server_tm_ipc":         "server-tm: synthetic images per class",
 	"server_tm_iters":       "server-tm: matching iterations",

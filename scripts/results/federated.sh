@@ -24,6 +24,10 @@
 #             optimizer and rate of the authors' scripts (dynafed-adam)
 #   dynafed-adam-long  Adam as above on the 20-round trajectory (dynafed-adam-L20),
 #             the nearest to the authors' 25 rounds that leaves 10 rounds to fine-tune
+#   dynafed-avg  the preset with the authors' averaged targets: each target is the
+#             mean of 2–3 models drawn from the 3 rounds after the start
+#             (--server-tm-span 3 --server-tm-average 2; their expert_epochs 3,
+#             --weight_averaging --least_ave_num 2) (dynafed-avg)
 #   dynafed-fedavg  FedAvg alone on the dynafed setup (configs/fedavg-fmnist-dir001.yaml),
 #             the baseline for seeds beyond the dynafed experiment's (fedavg)
 #   scale     1000 simulated clients (MNIST, one-shot DM, 10 rounds of 10 %: every
@@ -33,7 +37,7 @@
 #   federated.sh dynafed-adam "4 5"; federated.sh dynafed-fedavg "4 5"
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-experiments="default|cluster|upload|dynafed|dynafed-variants|dynafed-ipc15|dynafed-long|dynafed-adam|dynafed-adam-long|dynafed-fedavg|scale"
+experiments="default|cluster|upload|dynafed|dynafed-variants|dynafed-ipc15|dynafed-long|dynafed-adam|dynafed-adam-long|dynafed-avg|dynafed-fedavg|scale"
 exp=${1:?usage: federated.sh $experiments [seeds]}
 case "|$experiments|" in
 *"|$exp|"*) [[ $exp != *"|"* ]] || { echo "federated.sh: one experiment at a time, not $exp" >&2; exit 2; } ;;
@@ -84,6 +88,8 @@ for s in $seeds; do
     run dynafed-adam "$s" run --config configs/dynafed-fmnist.yaml --server-tm-img-optim adam --server-tm-lr-img 0.05 ;;
   dynafed-adam-long)
     run dynafed-adam-L20 "$s" run --config configs/dynafed-fmnist.yaml --server-tm-img-optim adam --server-tm-lr-img 0.05 --server-tm-rounds 20 ;;
+  dynafed-avg)
+    run dynafed-avg "$s" run --config configs/dynafed-fmnist.yaml --server-tm-span 3 --server-tm-average 2 ;;
   dynafed-fedavg)
     run fedavg "$s" run --config configs/fedavg-fmnist-dir001.yaml ;;
   scale)
