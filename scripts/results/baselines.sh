@@ -15,8 +15,8 @@
 # or its own feature network (herding, k-center: a ConvNet trained one epoch
 # on the training set).
 # Output: RESULTS_OUT (default results/baselines)/<dataset>-<method>-ipc<K>-s<S>/
-# (report.json, grid.png, the log) and a Markdown table on stdout (also in
-# table.md there).
+# (report.json, grid.png, the log) and a Markdown table of every set in
+# RESULTS_OUT, earlier runs' too, on stdout (also in table.md there).
 # Cost on 2 cores, MNIST, three seeds: about 35 minutes for IPC 1 and 10.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -53,9 +53,9 @@ printf '%s\n' "${jobs[@]}" | xargs -P "${JOBS:-2}" -L 1 bash -c '
 		exit 255
 	fi'
 
-reports=()
-for j in "${jobs[@]}"; do
-	read -r d m k s <<<"$j"
-	reports+=("$out/$d-$m-ipc$k-s$s/report.json")
-done
+# The table covers every set in the output folder, this run's and earlier
+# ones' (another data set or IPC run separately), so a run adds its rows
+# to table.md instead of replacing the others.
+shopt -s nullglob
+reports=("$out"/*-ipc*-s*/report.json)
 python3 scripts/results/distill_summary.py "${reports[@]}" | tee "$out/table.md"
