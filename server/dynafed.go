@@ -164,36 +164,23 @@ const (
 
 // target returns the matching target of an iteration that starts at
 // trajectory point start: θ_{start+Span}, or with TargetAverage the mean
-// of k models drawn with replacement from θ_{start+1} … θ_{start+Span}.
-// Only the first nParams tensors (the model's parameters) are returned;
-// they are the caller's.
-func (d *DynaFed) target(traj []*client.Weights, nParams, start int, rng *tensor.RNG) []*tensor.Tensor[float32] {
-	picks := []int{start + d.Span}
-	if d.TargetAverage > 0 {
-		k := d.TargetAverage + rng.IntN(d.Span-d.TargetAverage+1)
-		picks = picks[:0]
-		for range k {
-			picks = append(picks, start+1+rng.IntN(d.Span))
-		}
+// (WeightedAverage, equal weights) of k models drawn with replacement from
+// θ_{start+1} … θ_{start+Span}. Only the first nParams tensors (the
+// model's parameters) are returned; they are the caller's.
+func (d *DynaFed) target(traj []*client.Weights, nParams, start int, rng *tensor.RNG) ([]*tensor.Tensor[float32], error) {
+	if d.TargetAverage == 0 {
+		return traj[start+d.Span].Clone().Tensors[:nParams], nil
 	}
-	first := traj[picks[0]].Tensors[:nParams]
-	out := make([]*tensor.Tensor[float32], len(first))
-	scale := 1 / float32(len(picks))
-	for i, t := range first {
-		out[i] = t.Clone()
-		if len(picks) == 1 {
-			continue
-		}
-		for _, p := range picks[1:] {
-			for j, v := range traj[p].Tensors[i].Data {
-				out[i].Data[j] += v
-			}
-		}
-		for j := range out[i].Data {
-			out[i].Data[j] *= scale
-		}
+	k := d.TargetAverage + rng.IntN(d.Span-d.TargetAverage+1)
+	picks, coef := make([]*client.Weights, k), make([]float64, k)
+	for i := range picks {
+		picks[i], coef[i] = traj[start+1+rng.IntN(d.Span)], 1
 	}
-	return out
+	avg, err := WeightedAverage(picks, coef)
+	if err != nil {
+		return nil, err
+	}
+	return avg.Tensors[:nParams], nil
 }
 
 // distill makes the server set from the trajectory θ_0 … θ_L.
@@ -248,7 +235,11 @@ func (d *DynaFed) distill(ctx context.Context, traj []*client.Weights) (*client.
 		}
 		rng := tensor.NewRNG(d.Seed, streamDynaFedIter+uint64(it))
 		start := rng.IntN(len(traj) - d.Span)
-		theta0, target := params(start), d.target(traj, nParams, start, tensor.NewRNG(d.Seed, streamDynaFedAvg+uint64(it)))
+		theta0 := params(start)
+		target, err := d.target(traj, nParams, start, tensor.NewRNG(d.Seed, streamDynaFedAvg+uint64(it)))
+		if err != nil {
+			return nil, fmt.Errorf("server: DynaFed distillation, iteration %d: %w", it, err)
+		}
 		task := &distill.TrajectoryTask[float32]{Model: student, Start: theta0, Target: target, Denom: distill.ParamDistance(theta0, target), Y: y, SoftY: logits}
 		task.Batches, task.Augs = distill.StudentBatches(rng, x.Shape, d.BatchSyn, d.SynSteps, each)
 		g, err := distill.UnrolledMatchGrad(task, x, lr)

@@ -244,11 +244,14 @@ func TestDynaFedTargetAverage(t *testing.T) {
 		w := tensor.New[float32](2)
 		w.Data[0], w.Data[1] = float32(math.Pow(3, float64(k))), -float32(k)
 		extra := tensor.New[float32](1) // a buffer beyond the parameters
-		traj = append(traj, &client.Weights{Tensors: []*tensor.Tensor[float32]{w, extra}})
+		traj = append(traj, &client.Weights{Names: []string{"w", "buf"}, Tensors: []*tensor.Tensor[float32]{w, extra}})
 	}
 	d := &DynaFed{Span: 3}
 	const start = 2
-	got := d.target(traj, 1, start, tensor.NewRNG(1, 0))
+	got, err := d.target(traj, 1, start, tensor.NewRNG(1, 0))
+	if err != nil {
+		t.Fatal(err)
+	}
 	if len(got) != 1 || got[0].Data[0] != 243 || got[0].Data[1] != -5 {
 		t.Fatalf("no averaging: target %v, want θ_5 = [243 -5]", got[0].Data)
 	}
@@ -268,7 +271,10 @@ func TestDynaFedTargetAverage(t *testing.T) {
 	}
 	seen := map[int]bool{}
 	for it := range 200 {
-		got := d.target(traj, 1, start, tensor.NewRNG(1, uint64(it)))
+		got, err := d.target(traj, 1, start, tensor.NewRNG(1, uint64(it)))
+		if err != nil {
+			t.Fatal(err)
+		}
 		k, ok := valid[got[0].Data[0]]
 		if !ok {
 			t.Fatalf("iteration %d: target %v is no mean of 2 or 3 of θ_3, θ_4, θ_5", it, got[0].Data)
