@@ -11,9 +11,9 @@
 # Jobs run JOBS (2) at a time, one thread each. EVAL_RUNS (3) models are
 # trained per selected set, for EVAL_EPOCHS epochs (default: fedsim's for
 # the data set, 1000 on MNIST and 300 elsewhere; give 1000 to score them as
-# DSA, DM and MTT score their sets off MNIST); each seed also draws its own selection (random)
-# or its own feature network (herding, k-center: a ConvNet trained one epoch
-# on the training set).
+# DSA, DM and MTT score their sets off MNIST); each seed also draws its own
+# selection (random) or its own feature network (herding, k-center: a
+# ConvNet trained one epoch on the training set).
 # Output: RESULTS_OUT (default results/baselines)/<dataset>-<method>-ipc<K>-s<S>/
 # (report.json, grid.png, the log) and a Markdown table of every set in
 # RESULTS_OUT, earlier runs' too, on stdout (also in table.md there).
