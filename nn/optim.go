@@ -3,6 +3,7 @@ package nn
 import (
 	"fmt"
 	"math"
+	"slices"
 
 	"github.com/fedsim/fedsim/tensor"
 )
@@ -138,6 +139,59 @@ func (o *Adam[T]) LearningRate() float64 { return o.LR }
 
 // Steps returns the number of steps taken.
 func (o *Adam[T]) Steps() int { return o.t }
+
+// AdamState is Adam's step count and moment estimates (one M and V per
+// parameter, nil before the first step): with the parameters, what a
+// checkpoint needs to continue an optimisation bit for bit.
+type AdamState[T Float] struct {
+	Steps int
+	M, V  []*tensor.Tensor[T]
+}
+
+// State returns a copy of o's state.
+func (o *Adam[T]) State() AdamState[T] {
+	s := AdamState[T]{Steps: o.t, M: make([]*tensor.Tensor[T], len(o.m)), V: make([]*tensor.Tensor[T], len(o.v))}
+	for i := range o.m {
+		if o.m[i] != nil {
+			s.M[i], s.V[i] = o.m[i].Clone(), o.v[i].Clone()
+		}
+	}
+	return s
+}
+
+// SetState replaces o's state with a copy of s (from State, or read back
+// from a checkpoint). It returns an error, leaving o as it was, if s does
+// not hold a state Adam could have reached: a negative step count, M and
+// V of different lengths or shapes, moments without steps, a negative or
+// non-finite moment.
+func (o *Adam[T]) SetState(s AdamState[T]) error {
+	if s.Steps < 0 {
+		return fmt.Errorf("nn: Adam state with %d steps: want ≥ 0", s.Steps)
+	}
+	if len(s.M) != len(s.V) {
+		return fmt.Errorf("nn: Adam state with %d first and %d second moments: want one of each per parameter", len(s.M), len(s.V))
+	}
+	if s.Steps == 0 && len(s.M) > 0 {
+		return fmt.Errorf("nn: Adam state with moments for %d parameters but no step", len(s.M))
+	}
+	m, v := make([]*tensor.Tensor[T], len(s.M)), make([]*tensor.Tensor[T], len(s.V))
+	for i := range s.M {
+		if s.M[i] == nil || s.V[i] == nil || !slices.Equal(s.M[i].Shape, s.V[i].Shape) || len(s.M[i].Data) != len(s.V[i].Data) {
+			return fmt.Errorf("nn: Adam state, parameter %d: the moments are missing or have different shapes", i)
+		}
+		if j := tensor.FirstNonFinite(s.M[i].Data); j >= 0 {
+			return fmt.Errorf("nn: Adam state, parameter %d: first moment %d is %v", i, j, s.M[i].Data[j])
+		}
+		for j, x := range s.V[i].Data {
+			if !(x >= 0) || math.IsInf(float64(x), 1) {
+				return fmt.Errorf("nn: Adam state, parameter %d: second moment %d is %v, want finite and ≥ 0", i, j, x)
+			}
+		}
+		m[i], v[i] = s.M[i].Clone(), s.V[i].Clone()
+	}
+	o.t, o.m, o.v = s.Steps, m, v
+	return nil
+}
 
 // Step updates params in place from grads (same order and shapes). It
 // returns an error naming the parameter if the shapes disagree.

@@ -64,6 +64,70 @@ func TestAdamMatchesPyTorch(t *testing.T) {
 		[][]float64{{0.890000002, 2.079999999}, {0.7912424838829282, 2.101984857580774}, {0.7657021733493758, 2.1077902266456805}})
 }
 
+func TestAdamStateContinues(t *testing.T) {
+	// Three steps at once, and one step, a State/SetState into a fresh
+	// Adam, then two more: the same parameters bit for bit (the third
+	// step's bias corrections depend on the restored step count).
+	want := runOpt(t, nn.NewAdam[float64](0.1))
+	grads := [][]float64{{0.5, -1}, {0.2, 0.3}, {-0.4, 0.1}}
+	p := &tensor.Tensor[float64]{Shape: []int{2}, Data: []float64{1, 2}}
+	step := func(o *nn.Adam[float64], g []float64) {
+		t.Helper()
+		if err := o.Step([]*tensor.Tensor[float64]{p}, []*tensor.Tensor[float64]{{Shape: []int{2}, Data: g}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	first := nn.NewAdam[float64](0.1)
+	step(first, grads[0])
+	if s := nn.NewAdam[float64](0.1).State(); s.Steps != 0 || len(s.M) != 0 {
+		t.Errorf("a fresh Adam's state is %+v, want no steps and no moments", s)
+	}
+	st := first.State()
+	m1 := append([]float64(nil), st.M[0].Data...)
+	step(first, grads[1])
+	if st.M[0].Data[0] != m1[0] || st.M[0].Data[1] != m1[1] {
+		t.Errorf("State shares its moments with the optimizer: %v became %v after a step", m1, st.M[0].Data)
+	}
+	second := nn.NewAdam[float64](0.1)
+	p.Data = []float64{want[0][0], want[0][1]}
+	if err := second.SetState(st); err != nil {
+		t.Fatal(err)
+	}
+	step(second, grads[1])
+	step(second, grads[2])
+	if p.Data[0] != want[2][0] || p.Data[1] != want[2][1] {
+		t.Errorf("restored Adam ends at %v, want %v", p.Data, want[2])
+	}
+	if second.Steps() != 3 {
+		t.Errorf("restored Adam counts %d steps, want 3", second.Steps())
+	}
+
+	bad := func(v []float64) nn.AdamState[float64] {
+		return nn.AdamState[float64]{Steps: 1, M: []*tensor.Tensor[float64]{{Shape: []int{2}, Data: []float64{0, 0}}},
+			V: []*tensor.Tensor[float64]{{Shape: []int{len(v)}, Data: v}}}
+	}
+	for _, c := range []struct {
+		name string
+		s    nn.AdamState[float64]
+		want string
+	}{
+		{"negative steps", nn.AdamState[float64]{Steps: -1}, "-1 steps"},
+		{"moments without steps", nn.AdamState[float64]{M: bad([]float64{0, 0}).M, V: bad([]float64{0, 0}).V}, "no step"},
+		{"unpaired moments", nn.AdamState[float64]{Steps: 1, M: bad([]float64{0, 0}).M}, "1 first and 0 second"},
+		{"shapes", bad([]float64{0, 0, 0}), "different shapes"},
+		{"negative second moment", bad([]float64{0, -1}), "second moment 1 is -1"},
+		{"NaN second moment", bad([]float64{math.NaN(), 0}), "second moment 0 is NaN"},
+	} {
+		o := nn.NewAdam[float64](0.1)
+		if err := o.SetState(c.s); err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s: error %v, want one containing %q", c.name, err, c.want)
+		}
+		if o.Steps() != 0 {
+			t.Errorf("%s: a refused state changed the optimizer", c.name)
+		}
+	}
+}
+
 func TestOptimizerShapeErrors(t *testing.T) {
 	p := tensor.New[float32](2, 3)
 	g := tensor.New[float32](5)

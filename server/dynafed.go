@@ -2,9 +2,13 @@ package server
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"math"
+	"slices"
 
 	"github.com/fedsim/fedsim/client"
 	"github.com/fedsim/fedsim/data"
@@ -83,11 +87,67 @@ type DynaFed struct {
 	// Seed makes the distillation and fine-tuning reproducible.
 	Seed uint64
 
+	// SaveProgress, if set, receives the distillation's progress after
+	// every ProgressEvery iterations but the last (the driver writes it to
+	// disk: a distillation of thousands of iterations takes hours, and
+	// the round's checkpoint comes only after it). The progress holds the
+	// live tensors; they are valid during the call only.
+	SaveProgress  func(*DistillProgress) error
+	ProgressEvery int
+	// Resume, if set, is saved progress to continue the distillation from
+	// instead of starting afresh; it must carry this distillation's Key.
+	Resume *DistillProgress
+
 	// losses records the matching loss of every iteration (for tests).
 	losses []float64
 }
 
 var _ Refiner = &DynaFed{}
+
+// DistillProgress is an unfinished DynaFed distillation between two
+// iterations. Every random draw of an iteration derives from (Seed,
+// iteration), so this is all a resumed distillation needs to go on
+// exactly as an uninterrupted one would.
+type DistillProgress struct {
+	// Key identifies the distillation: a hash of the settings that shape
+	// it and of the trajectory (DynaFed.ProgressKey). Progress with
+	// another key belongs to another distillation.
+	Key string
+	// Done is the number of iterations done.
+	Done int
+	// X holds the images, Velocity their momentum (SGD) or nil (Adam).
+	X, Velocity *tensor.Tensor[float32]
+	// Logits and LogitVelocity are the learned labels and their momentum
+	// (nil without soft labels, LogitVelocity nil with Adam).
+	Logits, LogitVelocity *tensor.Tensor[float32]
+	// ImageAdam and LabelAdam are the optimizers' states (zero without
+	// ImageAdam).
+	ImageAdam, LabelAdam nn.AdamState[float32]
+	// LR is the student's step size α and LRVelocity its momentum.
+	LR, LRVelocity float64
+}
+
+// ProgressKey returns the key of the distillation of trajectory traj
+// (θ_0 … θ_Record): a SHA-256 of every setting the distillation depends
+// on but the number of iterations, and of every value of the trajectory.
+func (d *DynaFed) ProgressKey(traj []*client.Weights) string {
+	h := sha256.New()
+	settings := []any{d.Record, d.Span, d.TargetAverage, d.SynSteps, d.BatchSyn, d.IPC, d.LRImg, d.LRInit, d.LRLR, d.Momentum,
+		d.SoftLabels, d.LRLabel, d.ImageAdam, d.DSAStrategy, d.Model, d.ImageShape, d.Classes, d.Seed}
+	fmt.Fprintf(h, "dynafed %v\n", settings)
+	var b []byte
+	for k, w := range traj {
+		for i, t := range w.Tensors {
+			fmt.Fprintf(h, "%d %d %v\n", k, i, t.Shape)
+			b = b[:0]
+			for _, v := range t.Data {
+				b = binary.LittleEndian.AppendUint32(b, math.Float32bits(v))
+			}
+			h.Write(b)
+		}
+	}
+	return hex.EncodeToString(h.Sum(nil))
+}
 
 // Validate checks the settings.
 func (d *DynaFed) Validate() error {
@@ -183,6 +243,76 @@ func (d *DynaFed) target(traj []*client.Weights, nParams, start int, rng *tensor
 	return avg.Tensors[:nParams], nil
 }
 
+// restore loads saved progress p into the distillation's state (x, the
+// momenta or the optimizers, the logits), after checking that p belongs to
+// the distillation with key and fits its shapes.
+func (d *DynaFed) restore(p *DistillProgress, key string, x, vel, logits, logitVel *tensor.Tensor[float32], imgAdam, labelAdam *nn.Adam[float32]) error {
+	bad := func(format string, args ...any) error {
+		return fmt.Errorf("server: DynaFed progress after %d iterations: "+format, append([]any{p.Done}, args...)...)
+	}
+	if p.Key != key {
+		return bad("it was saved by another distillation (other settings or another trajectory): key %.12s…, this one's %.12s…", p.Key, key)
+	}
+	if p.Done < 0 || p.Done > d.Iterations {
+		return bad("want 0 to %d iterations done", d.Iterations)
+	}
+	if !(p.LR > 0) || math.IsInf(p.LR, 0) || math.IsNaN(p.LRVelocity) || math.IsInf(p.LRVelocity, 0) {
+		return bad("step size %v with momentum %v: want a finite step size > 0", p.LR, p.LRVelocity)
+	}
+	load := func(name string, dst, src *tensor.Tensor[float32], needed bool) error {
+		switch {
+		case src == nil && !needed:
+			return nil
+		case src == nil:
+			return bad("%s missing", name)
+		case dst == nil:
+			return bad("%s present, but this distillation has none", name)
+		case !slices.Equal(src.Shape, dst.Shape) || len(src.Data) != len(dst.Data):
+			return bad("%s has shape %v, want %v", name, src.Shape, dst.Shape)
+		}
+		if i := tensor.FirstNonFinite(src.Data); i >= 0 {
+			return bad("%s has a non-finite value at %d", name, i)
+		}
+		copy(dst.Data, src.Data)
+		return nil
+	}
+	sgd := imgAdam == nil
+	if err := errors.Join(load("images", x, p.X, true), load("image momentum", vel, p.Velocity, sgd),
+		load("label logits", logits, p.Logits, logits != nil), load("label momentum", logitVel, p.LogitVelocity, sgd && logits != nil)); err != nil {
+		return err
+	}
+	if !sgd && (p.Velocity != nil || p.LogitVelocity != nil) {
+		return bad("it carries SGD momenta, but the images are stepped by Adam")
+	}
+	if sgd && (p.ImageAdam.Steps > 0 || p.LabelAdam.Steps > 0) {
+		return bad("it carries Adam states, but the images are stepped by SGD")
+	}
+	if sgd {
+		return nil
+	}
+	if logits == nil && p.LabelAdam.Steps > 0 {
+		return bad("it carries the labels' Adam, but this distillation has no learned labels")
+	}
+	// One Adam step per iteration, on one tensor: Adam would quietly
+	// restart moments of the wrong size, so they are checked here.
+	setAdam := func(name string, o *nn.Adam[float32], s nn.AdamState[float32], like *tensor.Tensor[float32]) error {
+		if s.Steps != p.Done || (p.Done > 0 && (len(s.M) != 1 || s.M[0] == nil || !slices.Equal(s.M[0].Shape, like.Shape))) {
+			return bad("%s Adam has %d steps over %d tensors, want %d over one of shape %v", name, s.Steps, len(s.M), p.Done, like.Shape)
+		}
+		if err := o.SetState(s); err != nil {
+			return bad("%s Adam: %v", name, err)
+		}
+		return nil
+	}
+	if err := setAdam("the images'", imgAdam, p.ImageAdam, x); err != nil {
+		return err
+	}
+	if logits != nil {
+		return setAdam("the labels'", labelAdam, p.LabelAdam, logits)
+	}
+	return nil
+}
+
 // distill makes the server set from the trajectory θ_0 … θ_L.
 func (d *DynaFed) distill(ctx context.Context, traj []*client.Weights) (*client.Synthetic, error) {
 	student, err := nn.New[float32](d.Model, d.ImageShape, d.Classes, tensor.NewRNG(d.Seed, streamDynaFedInit))
@@ -228,8 +358,19 @@ func (d *DynaFed) distill(ctx context.Context, traj []*client.Weights) (*client.
 		imgAdam, labelAdam = nn.NewAdam[float32](d.LRImg), nn.NewAdam[float32](d.LRLabel)
 	}
 	lr, lrVel := d.LRInit, 0.0
+	first := 0
+	key := ""
+	if d.Resume != nil || d.SaveProgress != nil {
+		key = d.ProgressKey(traj)
+	}
+	if p := d.Resume; p != nil {
+		if err := d.restore(p, key, x, vel, logits, logitVel, imgAdam, labelAdam); err != nil {
+			return nil, err
+		}
+		first, lr, lrVel = p.Done, p.LR, p.LRVelocity
+	}
 	mu := float32(d.Momentum)
-	for it := range d.Iterations {
+	for it := first; it < d.Iterations; it++ {
 		if err := ctx.Err(); err != nil {
 			return nil, fmt.Errorf("server: DynaFed distillation, iteration %d: %w", it, err)
 		}
@@ -276,6 +417,20 @@ func (d *DynaFed) distill(ctx context.Context, traj []*client.Weights) (*client.
 		// α stays positive: a step size that crosses zero would make the
 		// student ascend the loss.
 		lr = max(lr-d.LRLR*lrVel, 1e-6)
+		if d.SaveProgress != nil && d.ProgressEvery > 0 && (it+1)%d.ProgressEvery == 0 && it+1 < d.Iterations {
+			p := &DistillProgress{Key: key, Done: it + 1, X: x, Logits: logits, LR: lr, LRVelocity: lrVel}
+			if imgAdam != nil {
+				p.ImageAdam = imgAdam.State()
+				if logits != nil {
+					p.LabelAdam = labelAdam.State()
+				}
+			} else {
+				p.Velocity, p.LogitVelocity = vel, logitVel
+			}
+			if err := d.SaveProgress(p); err != nil {
+				return nil, fmt.Errorf("server: DynaFed distillation, saving the progress after iteration %d: %w", it+1, err)
+			}
+		}
 	}
 	counts := make([]int, d.Classes)
 	for k := range counts {

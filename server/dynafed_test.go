@@ -2,6 +2,8 @@ package server
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"math"
 	"slices"
 	"strings"
@@ -40,19 +42,32 @@ func testDynaFed() *DynaFed {
 func record(t *testing.T, d *DynaFed, st *State) nn.Model[float32] {
 	t.Helper()
 	m := newModel(t)
+	if err := train(m, d, st); err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+// recordErr is record's error, for tests of refused settings.
+func recordErr(t *testing.T, d *DynaFed, st *State) error {
+	t.Helper()
+	return train(newModel(t), d, st)
+}
+
+func train(m nn.Model[float32], d *DynaFed, st *State) error {
 	set := blobs(60, 1)
 	for round := 0; round <= d.Record; round++ {
 		if round > 0 {
 			tc := nn.TrainConfig[float32]{Epochs: 1, BatchSize: 10, LR: 0.05, Seed: uint64(round)}
 			if err := nn.Train(m, set, tc, nil); err != nil {
-				t.Fatal(err)
+				return err
 			}
 		}
 		if err := d.Refine(context.Background(), round, m, st); err != nil {
-			t.Fatalf("round %d: %v", round, err)
+			return fmt.Errorf("round %d: %w", round, err)
 		}
 	}
-	return m
+	return nil
 }
 
 func TestDynaFedDistillsFromTheTrajectory(t *testing.T) {
@@ -317,5 +332,133 @@ func TestDynaFedTargetAverageOfOne(t *testing.T) {
 	record(t, d3, st3)
 	if slices.Equal(d2.losses, d3.losses) {
 		t.Fatal("span 2: averaging left every loss as matching θ_{t+2}")
+	}
+}
+
+// cloneProgress deep-copies p (SaveProgress hands over live tensors).
+func cloneProgress(p *DistillProgress) *DistillProgress {
+	c := *p
+	cl := func(t *tensor.Tensor[float32]) *tensor.Tensor[float32] {
+		if t == nil {
+			return nil
+		}
+		return t.Clone()
+	}
+	c.X, c.Velocity, c.Logits, c.LogitVelocity = cl(p.X), cl(p.Velocity), cl(p.Logits), cl(p.LogitVelocity)
+	c.ImageAdam, c.LabelAdam = (&nn.Adam[float32]{}).State(), (&nn.Adam[float32]{}).State()
+	if p.ImageAdam.Steps > 0 {
+		a := nn.NewAdam[float32](1)
+		if err := a.SetState(p.ImageAdam); err != nil {
+			panic(err)
+		}
+		c.ImageAdam = a.State()
+	}
+	if p.LabelAdam.Steps > 0 {
+		a := nn.NewAdam[float32](1)
+		if err := a.SetState(p.LabelAdam); err != nil {
+			panic(err)
+		}
+		c.LabelAdam = a.State()
+	}
+	return &c
+}
+
+// TestDynaFedResumesDistillation stops nothing but saves the progress
+// every 7 iterations, then continues a second distillation from one of
+// those saves: it must end with the same set, bit for bit, for each way
+// of stepping the images and labels.
+func TestDynaFedResumesDistillation(t *testing.T) {
+	for _, c := range []struct {
+		name       string
+		adam, soft bool
+	}{{"sgd", false, false}, {"sgd+soft", false, true}, {"adam", true, false}, {"adam+soft", true, true}} {
+		t.Run(c.name, func(t *testing.T) {
+			setup := func() *DynaFed {
+				d := testDynaFed()
+				if c.adam {
+					d.ImageAdam, d.LRImg = true, 0.05
+				}
+				d.SoftLabels, d.LRLabel = c.soft, 0.05
+				return d
+			}
+			full := setup()
+			var saved []*DistillProgress
+			full.ProgressEvery = 7
+			full.SaveProgress = func(p *DistillProgress) error {
+				saved = append(saved, cloneProgress(p))
+				return nil
+			}
+			st := &State{}
+			record(t, full, st)
+			if got := len(saved); got != 4 { // after 7, 14, 21, 28 of 30
+				t.Fatalf("%d saves of the progress over 30 iterations every 7, want 4", got)
+			}
+			p := saved[2]
+			if p.Done != 21 || (p.Velocity == nil) == !c.adam || (p.Logits == nil) == c.soft || (p.ImageAdam.Steps == 21) != c.adam {
+				t.Fatalf("progress after 21: done %d, momentum %t, logits %t, Adam steps %d", p.Done, p.Velocity != nil, p.Logits != nil, p.ImageAdam.Steps)
+			}
+
+			resumed := setup()
+			resumed.Resume = p
+			st2 := &State{}
+			record(t, resumed, st2)
+			if !slices.Equal(st.ServerSet.X.Data, st2.ServerSet.X.Data) {
+				t.Fatal("the resumed distillation made other images than the uninterrupted one")
+			}
+			if c.soft && !slices.Equal(st.ServerSet.Soft.Data, st2.ServerSet.Soft.Data) {
+				t.Fatal("the resumed distillation made other labels than the uninterrupted one")
+			}
+			if !slices.Equal(full.losses[21:], resumed.losses) {
+				t.Fatalf("the resumed losses %v differ from the uninterrupted run's %v", resumed.losses, full.losses[21:])
+			}
+		})
+	}
+}
+
+// TestDynaFedResumeErrors checks that progress which does not belong to
+// the distillation, or is damaged, is refused with a message naming what
+// is wrong.
+func TestDynaFedResumeErrors(t *testing.T) {
+	d := testDynaFed()
+	d.ImageAdam, d.LRImg = true, 0.05
+	var saved *DistillProgress
+	d.ProgressEvery = 10
+	d.SaveProgress = func(p *DistillProgress) error {
+		if saved == nil {
+			saved = cloneProgress(p)
+		}
+		return nil
+	}
+	record(t, d, &State{})
+	for _, c := range []struct {
+		name   string
+		change func(d *DynaFed, p *DistillProgress)
+		want   string
+	}{
+		{"other seed", func(d *DynaFed, _ *DistillProgress) { d.Seed++ }, "another distillation"},
+		{"other target", func(d *DynaFed, _ *DistillProgress) { d.TargetAverage = 1 }, "another distillation"},
+		{"images' shape", func(_ *DynaFed, p *DistillProgress) { p.X = tensor.New[float32](1, 2) }, "images has shape [1 2]"},
+		{"NaN image", func(_ *DynaFed, p *DistillProgress) { p.X.Data[3] = float32(math.NaN()) }, "images has a non-finite value at 3"},
+		{"too many done", func(_ *DynaFed, p *DistillProgress) { p.Done = 31 }, "want 0 to 30 iterations done"},
+		{"step size", func(_ *DynaFed, p *DistillProgress) { p.LR = 0 }, "step size 0"},
+		{"Adam steps", func(_ *DynaFed, p *DistillProgress) { p.ImageAdam.Steps = 9 }, "9 steps over 1 tensors, want 10"},
+		{"SGD progress", func(_ *DynaFed, p *DistillProgress) { p.Velocity = p.X.Clone() }, "SGD momenta"},
+		{"save fails", func(d *DynaFed, p *DistillProgress) {
+			d.SaveProgress = func(*DistillProgress) error { return errors.New("disk full") }
+			*p = DistillProgress{}
+		}, "saving the progress after iteration 10: disk full"},
+	} {
+		dd := testDynaFed()
+		dd.ImageAdam, dd.LRImg = true, 0.05
+		p := cloneProgress(saved)
+		c.change(dd, p)
+		if p.Key != "" {
+			dd.Resume = p
+		}
+		dd.ProgressEvery = 10
+		err := recordErr(t, dd, &State{})
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s: error %v, want one containing %q", c.name, err, c.want)
+		}
 	}
 }

@@ -138,6 +138,11 @@ type Options struct {
 	// (which ignores the local handlers, its workers host the clients).
 	// Run closes it at the end.
 	Transport func(handlers map[int]federation.Handler) (federation.Transport, error)
+
+	// serverProgressSaved, if set, is called after the server's
+	// distillation progress is saved, with the iterations done (tests
+	// stop a run there).
+	serverProgressSaved func(done int)
 }
 
 // Prepared is a run's data: the training and test sets (cut to
@@ -237,7 +242,7 @@ func Run(ctx context.Context, cfg Config, opt Options) (*Summary, error) {
 	if err != nil {
 		return nil, err
 	}
-	ckPath := filepath.Join(cfg.Out, CheckpointFile)
+	ckPath, progressPath := filepath.Join(cfg.Out, CheckpointFile), filepath.Join(cfg.Out, ServerProgressFile)
 	var meta *checkpointMeta
 	var snap *federation.Snapshot
 	if opt.Resume {
@@ -285,8 +290,29 @@ func Run(ctx context.Context, cfg Config, opt Options) (*Summary, error) {
 	if err != nil {
 		return nil, fmt.Errorf("sim: %w", err)
 	}
+	var refiner server.Refiner
+	if d := dynaFedOf(cfg, shape, train.Classes); d != nil {
+		d.ProgressEvery = serverProgressEvery
+		d.SaveProgress = func(p *server.DistillProgress) error {
+			if err := saveServerProgress(progressPath, p); err != nil {
+				return err
+			}
+			if opt.serverProgressSaved != nil {
+				opt.serverProgressSaved(p.Done)
+			}
+			return nil
+		}
+		// Saved progress is used whenever it is there, so that a run
+		// stopped in the first round's distillation (before any
+		// checkpoint) continues when started again; its key refuses
+		// progress of another configuration.
+		if d.Resume, err = loadServerProgress(progressPath); err != nil {
+			return nil, err
+		}
+		refiner = d
+	}
 	srv, err := server.New(server.Config{Clients: cfg.Clients, Fraction: cfg.Fraction, Seed: cfg.Seed, Dataset: cfg.Dataset,
-		ImageShape: shape, Classes: train.Classes, Model: cfg.Model, Refiner: refinerOf(cfg, shape, train.Classes)}, global, cfg.WithDP(strategyOf(cfg)))
+		ImageShape: shape, Classes: train.Classes, Model: cfg.Model, Refiner: refiner}, global, cfg.WithDP(strategyOf(cfg)))
 	if err != nil {
 		return nil, err
 	}
@@ -354,6 +380,12 @@ func Run(ctx context.Context, cfg Config, opt Options) (*Summary, error) {
 		if err := saveCheckpoint(ckPath, cfg, srv, metrics, failures, m.WallS); err != nil {
 			return nil, err
 		}
+		if srv.State().ServerSet != nil {
+			// The checkpoint holds the finished set: the progress is spent.
+			if err := os.Remove(progressPath); err != nil && !errors.Is(err, fs.ErrNotExist) {
+				return nil, fmt.Errorf("sim: %w", err)
+			}
+		}
 		if opt.Observer.RoundEnd != nil {
 			opt.Observer.RoundEnd(m)
 		}
@@ -410,9 +442,9 @@ func strategyOf(cfg Config) server.Strategy {
 	return d
 }
 
-// refinerOf returns server-side trajectory matching (DynaFed) if cfg asks
+// dynaFedOf returns server-side trajectory matching (DynaFed) if cfg asks
 // for it, else nil.
-func refinerOf(cfg Config, shape []int, classes int) server.Refiner {
+func dynaFedOf(cfg Config, shape []int, classes int) *server.DynaFed {
 	if !cfg.ServerTM {
 		return nil
 	}

@@ -5,7 +5,9 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"image/png"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
@@ -13,6 +15,7 @@ import (
 
 	"github.com/fedsim/fedsim/client"
 	"github.com/fedsim/fedsim/distill"
+	"github.com/fedsim/fedsim/server"
 )
 
 // tiny is a fast experiment on a small MNIST slice.
@@ -358,5 +361,113 @@ func TestShippedConfigs(t *testing.T) {
 		if _, err := c.Resolve(); err != nil {
 			t.Errorf("%s: %v", f, err)
 		}
+	}
+}
+
+// TestResumeWithinServerDistillation stops a run in the middle of the
+// server's distillation (after its progress is saved at iteration 20 of
+// 25) and resumes it: the resumed run must end exactly as an uninterrupted
+// one, and leave no progress file behind. With a one-round trajectory the
+// stop comes before any checkpoint, so the run is started again rather
+// than resumed; with two it comes after round 1's checkpoint.
+func TestResumeWithinServerDistillation(t *testing.T) {
+	for _, record := range []int{1, 2} {
+		t.Run(fmt.Sprintf("trajectory of %d rounds", record), func(t *testing.T) {
+			full, part := t.TempDir(), t.TempDir()
+			cfg := tiny(t, full)
+			cfg.Distill, cfg.Strategy, cfg.Rounds = "none", "dynafed", 3
+			cfg.ServerTMImgOptim, cfg.ServerTMLRImg, cfg.ServerTMSoftLabels, cfg.ServerTMLRLabel = "adam", 0.05, true, 0.05
+			cfg.ServerTMRounds, cfg.ServerTMSpan, cfg.ServerTMIters, cfg.ServerTMSynSteps, cfg.ServerTMIPC, cfg.ServerTMSteps = record, 1, 25, 2, 1, 3
+			var saves []int
+			run(t, cfg, Options{serverProgressSaved: func(done int) { saves = append(saves, done) }})
+			if fmt.Sprint(saves) != "[10 20]" {
+				t.Fatalf("progress saved after iterations %v, want [10 20]", saves)
+			}
+			if _, err := os.Stat(filepath.Join(full, ServerProgressFile)); !errors.Is(err, fs.ErrNotExist) {
+				t.Fatalf("a finished run left its progress file (%v)", err)
+			}
+
+			cfg.Out = part
+			ctx, stop := context.WithCancel(context.Background())
+			_, err := Run(ctx, cfg, Options{serverProgressSaved: func(done int) {
+				if done == 20 {
+					stop()
+				}
+			}})
+			if !errors.Is(err, context.Canceled) {
+				t.Fatalf("stopped run: %v, want a cancellation", err)
+			}
+			if _, err := os.Stat(filepath.Join(part, ServerProgressFile)); err != nil {
+				t.Fatalf("no progress file after the stop: %v", err)
+			}
+			saves = nil
+			run(t, cfg, Options{Resume: record > 1, serverProgressSaved: func(done int) { saves = append(saves, done) }})
+			if len(saves) != 0 {
+				t.Fatalf("the resumed distillation saved progress after %v, want no save (it continued from 20)", saves)
+			}
+			if a, b := metricsWithoutWall(t, full), metricsWithoutWall(t, part); a != b {
+				t.Fatalf("resumed run differs:\n%s\n%s", a, b)
+			}
+			ga, _ := os.ReadFile(filepath.Join(full, ServerSetFile))
+			gb, _ := os.ReadFile(filepath.Join(part, ServerSetFile))
+			if !bytes.Equal(ga, gb) {
+				t.Fatal("the resumed run made another server set")
+			}
+			if _, err := os.Stat(filepath.Join(part, ServerProgressFile)); !errors.Is(err, fs.ErrNotExist) {
+				t.Fatalf("the resumed run left its progress file (%v)", err)
+			}
+		})
+	}
+}
+
+// TestServerProgressFileErrors checks that a damaged progress file is
+// refused with a message naming the array and the fix, and that
+// progress from another distillation is refused by its key (the run
+// stops in round 1, so it is started again, not resumed).
+func TestServerProgressFileErrors(t *testing.T) {
+	dir := t.TempDir()
+	cfg := tiny(t, dir)
+	cfg.Distill, cfg.Strategy, cfg.Rounds = "none", "dynafed", 2
+	cfg.ServerTMRounds, cfg.ServerTMSpan, cfg.ServerTMIters, cfg.ServerTMSynSteps, cfg.ServerTMIPC, cfg.ServerTMSteps = 1, 1, 15, 2, 1, 3
+	path := filepath.Join(dir, ServerProgressFile)
+	ctx, stop := context.WithCancel(context.Background())
+	if _, err := Run(ctx, cfg, Options{serverProgressSaved: func(int) { stop() }}); !errors.Is(err, context.Canceled) {
+		t.Fatalf("stopped run: %v, want a cancellation", err)
+	}
+	kept, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := loadServerProgress(path)
+	if err != nil || p.Done != 10 || p.Velocity == nil || p.X == nil || p.ImageAdam.Steps != 0 {
+		t.Fatalf("progress read back: %+v, %v", p, err)
+	}
+
+	for _, c := range []struct {
+		name  string
+		edit  func(p *server.DistillProgress)
+		bytes []byte
+		want  string
+	}{
+		{"not an npz", nil, []byte("garbage"), "delete the file to distill afresh"},
+		{"no images", func(p *server.DistillProgress) { p.X = nil }, nil, "no x array"},
+		{"other key", func(p *server.DistillProgress) { p.Key = "0123456789abcdef" }, nil, "saved by another distillation"},
+	} {
+		b := c.bytes
+		if c.edit != nil {
+			q, _ := loadServerProgress(path)
+			c.edit(q)
+			if err := saveServerProgress(path+".tmp", q); err != nil {
+				t.Fatal(err)
+			}
+			b, _ = os.ReadFile(path + ".tmp")
+		}
+		if err := os.WriteFile(path, b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := Run(context.Background(), cfg, Options{}); err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s: error %v, want one containing %q", c.name, err, c.want)
+		}
+		os.WriteFile(path, kept, 0o644)
 	}
 }
