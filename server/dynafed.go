@@ -88,15 +88,18 @@ type DynaFed struct {
 	Seed uint64
 
 	// SaveProgress, if set, receives the distillation's progress after
-	// every ProgressEvery iterations but the last (the driver writes it to
-	// disk: a distillation of thousands of iterations takes hours, and
-	// the round's checkpoint comes only after it). The progress holds the
-	// live tensors; they are valid during the call only.
+	// every ProgressEvery (≥ 1) iterations but the last (the driver writes
+	// it to disk: a distillation of thousands of iterations takes hours,
+	// and the round's checkpoint comes only after it). The progress holds
+	// the live tensors; they are valid during the call only.
 	SaveProgress  func(*DistillProgress) error
 	ProgressEvery int
-	// Resume, if set, is saved progress to continue the distillation from
-	// instead of starting afresh; it must carry this distillation's Key.
-	Resume *DistillProgress
+	// LoadProgress, if set, is asked once, when the distillation starts,
+	// for saved progress with the distillation's key to continue from; it
+	// returns nil to start afresh (no progress, or progress of another
+	// distillation). Progress that carries the key but does not fit the
+	// distillation is refused with an error wrapping ErrBadProgress.
+	LoadProgress func(key string) (*DistillProgress, error)
 
 	// losses records the matching loss of every iteration (for tests).
 	losses []float64
@@ -110,7 +113,7 @@ var _ Refiner = &DynaFed{}
 // exactly as an uninterrupted one would.
 type DistillProgress struct {
 	// Key identifies the distillation: a hash of the settings that shape
-	// it and of the trajectory (DynaFed.ProgressKey). Progress with
+	// it and of the trajectory (DynaFed.progressKey). Progress with
 	// another key belongs to another distillation.
 	Key string
 	// Done is the number of iterations done.
@@ -127,10 +130,14 @@ type DistillProgress struct {
 	LR, LRVelocity float64
 }
 
-// ProgressKey returns the key of the distillation of trajectory traj
+// ErrBadProgress is wrapped by the errors that refuse saved progress
+// which carries the distillation's key but not a state it could be in.
+var ErrBadProgress = errors.New("server: unusable DynaFed progress")
+
+// progressKey returns the key of the distillation of trajectory traj
 // (θ_0 … θ_Record): a SHA-256 of every setting the distillation depends
 // on but the number of iterations, and of every value of the trajectory.
-func (d *DynaFed) ProgressKey(traj []*client.Weights) string {
+func (d *DynaFed) progressKey(traj []*client.Weights) string {
 	h := sha256.New()
 	settings := []any{d.Record, d.Span, d.TargetAverage, d.SynSteps, d.BatchSyn, d.IPC, d.LRImg, d.LRInit, d.LRLR, d.Momentum,
 		d.SoftLabels, d.LRLabel, d.ImageAdam, d.DSAStrategy, d.Model, d.ImageShape, d.Classes, d.Seed}
@@ -160,6 +167,9 @@ func (d *DynaFed) Validate() error {
 	}
 	if d.SynSteps < 1 || d.IPC < 1 || d.Iterations < 0 || d.BatchSyn < 0 {
 		errs = append(errs, fmt.Errorf("server: DynaFed student steps %d, IPC %d, iterations %d, synthetic batch %d: want ≥ 1, ≥ 1, ≥ 0, ≥ 0", d.SynSteps, d.IPC, d.Iterations, d.BatchSyn))
+	}
+	if d.SaveProgress != nil && d.ProgressEvery < 1 {
+		errs = append(errs, fmt.Errorf("server: DynaFed saves its progress every %d iterations: want ≥ 1", d.ProgressEvery))
 	}
 	for _, v := range []float64{d.LRImg, d.LRInit, d.LR} {
 		if !(v > 0) || math.IsInf(v, 0) {
@@ -248,10 +258,10 @@ func (d *DynaFed) target(traj []*client.Weights, nParams, start int, rng *tensor
 // the distillation with key and fits its shapes.
 func (d *DynaFed) restore(p *DistillProgress, key string, x, vel, logits, logitVel *tensor.Tensor[float32], imgAdam, labelAdam *nn.Adam[float32]) error {
 	bad := func(format string, args ...any) error {
-		return fmt.Errorf("server: DynaFed progress after %d iterations: "+format, append([]any{p.Done}, args...)...)
+		return fmt.Errorf("%w after %d iterations: "+format, append([]any{ErrBadProgress, p.Done}, args...)...)
 	}
 	if p.Key != key {
-		return bad("it was saved by another distillation (other settings or another trajectory): key %.12s…, this one's %.12s…", p.Key, key)
+		return bad("it was saved by another distillation (key %.12s…, this one's %.12s…)", p.Key, key)
 	}
 	if p.Done < 0 || p.Done > d.Iterations {
 		return bad("want 0 to %d iterations done", d.Iterations)
@@ -360,14 +370,20 @@ func (d *DynaFed) distill(ctx context.Context, traj []*client.Weights) (*client.
 	lr, lrVel := d.LRInit, 0.0
 	first := 0
 	key := ""
-	if d.Resume != nil || d.SaveProgress != nil {
-		key = d.ProgressKey(traj)
+	if d.LoadProgress != nil || d.SaveProgress != nil {
+		key = d.progressKey(traj)
 	}
-	if p := d.Resume; p != nil {
-		if err := d.restore(p, key, x, vel, logits, logitVel, imgAdam, labelAdam); err != nil {
-			return nil, err
+	if d.LoadProgress != nil {
+		p, err := d.LoadProgress(key)
+		if err != nil {
+			return nil, fmt.Errorf("server: DynaFed distillation: %w", err)
 		}
-		first, lr, lrVel = p.Done, p.LR, p.LRVelocity
+		if p != nil {
+			if err := d.restore(p, key, x, vel, logits, logitVel, imgAdam, labelAdam); err != nil {
+				return nil, err
+			}
+			first, lr, lrVel = p.Done, p.LR, p.LRVelocity
+		}
 	}
 	mu := float32(d.Momentum)
 	for it := first; it < d.Iterations; it++ {

@@ -399,7 +399,11 @@ func TestDynaFedResumesDistillation(t *testing.T) {
 			}
 
 			resumed := setup()
-			resumed.Resume = p
+			var asked string
+			resumed.LoadProgress = func(key string) (*DistillProgress, error) {
+				asked = key
+				return p, nil
+			}
 			st2 := &State{}
 			record(t, resumed, st2)
 			if !slices.Equal(st.ServerSet.X.Data, st2.ServerSet.X.Data) {
@@ -407,6 +411,9 @@ func TestDynaFedResumesDistillation(t *testing.T) {
 			}
 			if c.soft && !slices.Equal(st.ServerSet.Soft.Data, st2.ServerSet.Soft.Data) {
 				t.Fatal("the resumed distillation made other labels than the uninterrupted one")
+			}
+			if asked != p.Key {
+				t.Fatalf("LoadProgress asked for key %q, the progress was saved with %q", asked, p.Key)
 			}
 			if !slices.Equal(full.losses[21:], resumed.losses) {
 				t.Fatalf("the resumed losses %v differ from the uninterrupted run's %v", resumed.losses, full.losses[21:])
@@ -447,18 +454,29 @@ func TestDynaFedResumeErrors(t *testing.T) {
 			d.SaveProgress = func(*DistillProgress) error { return errors.New("disk full") }
 			*p = DistillProgress{}
 		}, "saving the progress after iteration 10: disk full"},
+		{"load fails", func(d *DynaFed, p *DistillProgress) {
+			d.LoadProgress = func(string) (*DistillProgress, error) { return nil, errors.New("unreadable") }
+		}, "DynaFed distillation: unreadable"},
 	} {
 		dd := testDynaFed()
 		dd.ImageAdam, dd.LRImg = true, 0.05
 		p := cloneProgress(saved)
 		c.change(dd, p)
-		if p.Key != "" {
-			dd.Resume = p
+		if p.Key != "" && dd.LoadProgress == nil {
+			dd.LoadProgress = func(string) (*DistillProgress, error) { return p, nil }
 		}
 		dd.ProgressEvery = 10
 		err := recordErr(t, dd, &State{})
 		if err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("%s: error %v, want one containing %q", c.name, err, c.want)
 		}
+		if bad := errors.Is(err, ErrBadProgress); bad != (p.Key != "" && !strings.Contains(c.name, "fails")) {
+			t.Errorf("%s: errors.Is(err, ErrBadProgress) = %t", c.name, bad)
+		}
+	}
+	d = testDynaFed()
+	d.SaveProgress = func(*DistillProgress) error { return nil }
+	if err := d.Validate(); err == nil || !strings.Contains(err.Error(), "every 0 iterations") {
+		t.Errorf("progress saved every 0 iterations: %v", err)
 	}
 }

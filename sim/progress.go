@@ -1,6 +1,7 @@
 package sim
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -79,10 +80,35 @@ func saveServerProgress(path string, p *server.DistillProgress) error {
 	return nil
 }
 
+// removeProgress removes the progress file at path, if there is one.
+func removeProgress(path string) error {
+	if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("sim: %w", err)
+	}
+	return nil
+}
+
+// progressHint adds to a round's error what the user can do about the
+// server's distillation progress: delete a file that was refused, or
+// continue a stopped distillation from it (after rounds rounds done).
+func progressHint(err error, path string, rounds int) error {
+	if errors.Is(err, server.ErrBadProgress) {
+		return fmt.Errorf("sim: %w (in %s: delete it to distill afresh)", err, path)
+	}
+	if _, serr := os.Stat(path); serr == nil && (errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)) {
+		how := "start the same run again"
+		if rounds > 0 {
+			how = "resume the run"
+		}
+		return fmt.Errorf("%w (the server distillation's progress is saved in %s: %s to continue it)", err, path, how)
+	}
+	return err
+}
+
 // loadServerProgress reads a file written by saveServerProgress; it
 // returns nil and no error if there is none. It checks the file's arrays'
 // types and shapes; whether the progress fits the run is the server's
-// check (DynaFed.Resume).
+// check (DynaFed.LoadProgress).
 func loadServerProgress(path string) (*server.DistillProgress, error) {
 	if _, err := os.Stat(path); errors.Is(err, fs.ErrNotExist) {
 		return nil, nil
@@ -99,8 +125,11 @@ func loadServerProgress(path string) (*server.DistillProgress, error) {
 		if !ok {
 			return nil, nil
 		}
-		if a.DType != dtype || (size > 0 && a.Size() != size) {
-			return nil, bad("%s is %s %v, want %s of %d values", name, a.DType, a.Shape, dtype, size)
+		if a.DType != dtype {
+			return nil, bad("%s is %s %v, want %s", name, a.DType, a.Shape, dtype)
+		}
+		if size > 0 && a.Size() != size {
+			return nil, bad("%s has shape %v, want %d values", name, a.Shape, size)
 		}
 		return a, nil
 	}

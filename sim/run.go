@@ -98,6 +98,9 @@ type Observer struct {
 	ClientDone func(round, done, total int)
 	// RoundEnd is called with each round's metrics.
 	RoundEnd func(m Metrics)
+	// Note is called with a remark the user should see that is not an
+	// error (e.g. saved progress set aside).
+	Note func(msg string)
 }
 
 // Output file names in Config.Out.
@@ -302,12 +305,24 @@ func Run(ctx context.Context, cfg Config, opt Options) (*Summary, error) {
 			}
 			return nil
 		}
-		// Saved progress is used whenever it is there, so that a run
-		// stopped in the first round's distillation (before any
-		// checkpoint) continues when started again; its key refuses
-		// progress of another configuration.
-		if d.Resume, err = loadServerProgress(progressPath); err != nil {
-			return nil, err
+		// Saved progress is used whenever the distillation starts and
+		// finds it there, so that a run stopped in the first round's
+		// distillation (before any checkpoint) continues when started
+		// again. Progress of another distillation (its key differs: other
+		// settings, or a redone round that came out otherwise) is set
+		// aside, and overwritten at the next save.
+		d.LoadProgress = func(key string) (*server.DistillProgress, error) {
+			p, err := loadServerProgress(progressPath)
+			if err != nil || p == nil {
+				return nil, err
+			}
+			if p.Key != key {
+				if opt.Observer.Note != nil {
+					opt.Observer.Note(fmt.Sprintf("%s was saved by another distillation (other settings or another trajectory); distilling afresh", progressPath))
+				}
+				return nil, nil
+			}
+			return p, nil
 		}
 		refiner = d
 	}
@@ -327,6 +342,13 @@ func Run(ctx context.Context, cfg Config, opt Options) (*Summary, error) {
 			PrivateSteps: meta.PrivateSteps, PrivateReleases: meta.PrivateReleases, Epsilon: meta.Epsilon}
 		if err := srv.Restore(st, snap.Global); err != nil {
 			return nil, err
+		}
+		if st.ServerSet != nil {
+			// Stopped after the checkpoint that holds the set and before
+			// the progress was removed.
+			if err := removeProgress(progressPath); err != nil {
+				return nil, err
+			}
 		}
 		metrics, failures, wallBase, resumed = meta.Metrics, meta.Failures, meta.WallS, meta.Rounds
 		if failures == nil {
@@ -361,7 +383,7 @@ func Run(ctx context.Context, cfg Config, opt Options) (*Summary, error) {
 		before := transportEvents(tr)
 		m, fails, err := runRound(ctx, cfg, srv, tr, opt)
 		if err != nil {
-			return nil, err
+			return nil, progressHint(err, progressPath, srv.Rounds())
 		}
 		m.TransportEvents = eventsSince(before, transportEvents(tr))
 		failures = append(failures, fails...)
@@ -382,8 +404,8 @@ func Run(ctx context.Context, cfg Config, opt Options) (*Summary, error) {
 		}
 		if srv.State().ServerSet != nil {
 			// The checkpoint holds the finished set: the progress is spent.
-			if err := os.Remove(progressPath); err != nil && !errors.Is(err, fs.ErrNotExist) {
-				return nil, fmt.Errorf("sim: %w", err)
+			if err := removeProgress(progressPath); err != nil {
+				return nil, err
 			}
 		}
 		if opt.Observer.RoundEnd != nil {

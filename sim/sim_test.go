@@ -15,7 +15,7 @@ import (
 
 	"github.com/fedsim/fedsim/client"
 	"github.com/fedsim/fedsim/distill"
-	"github.com/fedsim/fedsim/server"
+	"github.com/fedsim/fedsim/internal/npz"
 )
 
 // tiny is a fast experiment on a small MNIST slice.
@@ -421,9 +421,9 @@ func TestResumeWithinServerDistillation(t *testing.T) {
 }
 
 // TestServerProgressFileErrors checks that a damaged progress file is
-// refused with a message naming the array and the fix, and that
-// progress from another distillation is refused by its key (the run
-// stops in round 1, so it is started again, not resumed).
+// refused with a message naming the array and the fix, and that progress
+// of another distillation is set aside with a note (the run stops in round
+// 1, so it is started again, not resumed).
 func TestServerProgressFileErrors(t *testing.T) {
 	dir := t.TempDir()
 	cfg := tiny(t, dir)
@@ -431,43 +431,90 @@ func TestServerProgressFileErrors(t *testing.T) {
 	cfg.ServerTMRounds, cfg.ServerTMSpan, cfg.ServerTMIters, cfg.ServerTMSynSteps, cfg.ServerTMIPC, cfg.ServerTMSteps = 1, 1, 15, 2, 1, 3
 	path := filepath.Join(dir, ServerProgressFile)
 	ctx, stop := context.WithCancel(context.Background())
-	if _, err := Run(ctx, cfg, Options{serverProgressSaved: func(int) { stop() }}); !errors.Is(err, context.Canceled) {
-		t.Fatalf("stopped run: %v, want a cancellation", err)
-	}
-	kept, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
+	_, err := Run(ctx, cfg, Options{serverProgressSaved: func(int) { stop() }})
+	if !errors.Is(err, context.Canceled) || !strings.Contains(err.Error(), "progress is saved in "+path+": start the same run again") {
+		t.Fatalf("stopped run: %v, want a cancellation that says how to continue", err)
 	}
 	p, err := loadServerProgress(path)
 	if err != nil || p.Done != 10 || p.Velocity == nil || p.X == nil || p.ImageAdam.Steps != 0 {
 		t.Fatalf("progress read back: %+v, %v", p, err)
 	}
-
-	for _, c := range []struct {
-		name  string
-		edit  func(p *server.DistillProgress)
-		bytes []byte
-		want  string
-	}{
-		{"not an npz", nil, []byte("garbage"), "delete the file to distill afresh"},
-		{"no images", func(p *server.DistillProgress) { p.X = nil }, nil, "no x array"},
-		{"other key", func(p *server.DistillProgress) { p.Key = "0123456789abcdef" }, nil, "saved by another distillation"},
-	} {
-		b := c.bytes
-		if c.edit != nil {
-			q, _ := loadServerProgress(path)
-			c.edit(q)
-			if err := saveServerProgress(path+".tmp", q); err != nil {
-				t.Fatal(err)
+	kept, err := npz.ReadOrdered(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// edited returns the saved arrays with name's replaced by a (or dropped
+	// if a is nil).
+	edited := func(name string, a *npz.Array) []*npz.Array {
+		var out []*npz.Array
+		for _, k := range kept {
+			switch {
+			case k.Name != name:
+				out = append(out, k)
+			case a != nil:
+				a.Name = name
+				out = append(out, a)
 			}
-			b, _ = os.ReadFile(path + ".tmp")
 		}
-		if err := os.WriteFile(path, b, 0o644); err != nil {
+		return out
+	}
+	arr := func(shape []int, data any) *npz.Array {
+		a, err := npz.New("_", shape, data)
+		if err != nil {
 			t.Fatal(err)
 		}
-		if _, err := Run(context.Background(), cfg, Options{}); err == nil || !strings.Contains(err.Error(), c.want) {
-			t.Errorf("%s: error %v, want one containing %q", c.name, err, c.want)
+		return a
+	}
+	x := p.X.Data
+	for _, c := range []struct {
+		name   string
+		arrays []*npz.Array // nil: garbage bytes
+		want   []string
+	}{
+		{"not an npz", nil, []string{"delete the file to distill afresh"}},
+		{"no images", edited("x", nil), []string{"no x array", "delete the file"}},
+		{"done as float64", edited("done", arr([]int{1}, []float64{10})), []string{"done is float64 [1], want int64"}},
+		{"lr of one value", edited("lr", arr([]int{1}, []float64{0.01})), []string{"lr has shape [1], want 2 values"}},
+		{"images' shape", edited("x", arr([]int{1, len(x)}, x)), []string{"images has shape [1 ", ServerProgressFile + ": delete it to distill afresh"}},
+		{"step size", edited("lr", arr([]int{2}, []float64{-1, 0})), []string{"step size -1", "delete it to distill afresh"}},
+	} {
+		if c.arrays == nil {
+			if err := os.WriteFile(path, []byte("garbage"), 0o644); err != nil {
+				t.Fatal(err)
+			}
+		} else if err := npz.Write(path, c.arrays); err != nil {
+			t.Fatal(err)
 		}
-		os.WriteFile(path, kept, 0o644)
+		_, err := Run(context.Background(), cfg, Options{})
+		for _, want := range c.want {
+			if err == nil || !strings.Contains(err.Error(), want) {
+				t.Errorf("%s: error %v, want one containing %q", c.name, err, want)
+			}
+		}
+	}
+
+	// Progress of another distillation: set aside with a note, and the
+	// run distills afresh.
+	if err := npz.Write(path, edited("key", arr([]int{4}, []uint8("abcd")))); err != nil {
+		t.Fatal(err)
+	}
+	var notes []string
+	run(t, cfg, Options{Observer: Observer{Note: func(msg string) { notes = append(notes, msg) }}})
+	if len(notes) != 1 || !strings.Contains(notes[0], "saved by another distillation") {
+		t.Fatalf("notes %q, want one about progress of another distillation", notes)
+	}
+	if _, err := os.Stat(path); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("the finished run left the set-aside progress (%v)", err)
+	}
+
+	// Progress left behind after a checkpoint that holds the set (a stop
+	// between the two): a resume removes it without reading it.
+	if err := os.WriteFile(path, []byte("garbage"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cfg.Rounds = 3
+	run(t, cfg, Options{Resume: true})
+	if _, err := os.Stat(path); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("a resume after the set was made left the progress file (%v)", err)
 	}
 }

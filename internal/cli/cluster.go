@@ -257,6 +257,7 @@ func roundPrinter(w io.Writer, rounds int) sim.Observer {
 			}
 		},
 		RoundStart: func(r, n int) { fmt.Fprintf(w, "round %d: %d tasks sent\n", r, n) },
+		Note:       func(msg string) { fmt.Fprintf(w, "note: %s\n", msg) },
 		RoundEnd: func(m sim.Metrics) {
 			fmt.Fprintf(w, "round %d/%d  test acc %.4f  loss %.4f  clients ok %d/%d  up %s  down %s  %.1f s\n",
 				m.Round, rounds, m.TestAcc, m.TestLoss, m.ClientsOK, m.ClientsSampled, fmtBytes(m.UploadBytes), fmtBytes(m.DownloadBytes), m.WallS)

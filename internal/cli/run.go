@@ -248,6 +248,7 @@ func RunRun(ctx context.Context, o *RunOptions, stdout, stderr io.Writer) error 
 			bar.update(r-first, status(0, n))
 		},
 		ClientDone: func(r, done, total int) { bar.update(r-first, status(done, total)) },
+		Note:       func(msg string) { fmt.Fprintf(stderr, "fedsim: note: %s\n", msg) },
 		RoundEnd: func(m sim.Metrics) {
 			acc = m.TestAcc
 			bar.update(m.Round-first+1, fmt.Sprintf("round %d done acc %.4f", m.Round, m.TestAcc))

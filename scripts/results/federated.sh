@@ -61,6 +61,12 @@ run() { # name seed command flags... (command: run or cluster)
   if [ "${RESUME:-0}" = 1 ] && [ "$cmd" = run ] && [ -f "$dir/checkpoint.fsw" ]; then
     echo "== $exp/$name seed $seed (resumed)" >&2
     /usr/bin/time -a -v -o "$timing" "$bin" run --quiet --resume "$dir" >/dev/null
+  elif [ "${RESUME:-0}" = 1 ] && [ "$cmd" = run ] && [ -f "$dir/server_tm_progress.npz" ]; then
+    # Stopped in round 1's server distillation, before any checkpoint: the
+    # same command continues it from its progress.
+    echo "== $exp/$name seed $seed (continued)" >&2
+    /usr/bin/time -a -v -o "$timing" \
+      "$bin" "$cmd" --quiet --seed "$seed" --out "$dir" "$@" ${RUN_FLAGS:-} >/dev/null
   else
     echo "== $exp/$name seed $seed" >&2
     rm -rf "$dir"
