@@ -335,7 +335,8 @@ func TestDynaFedTargetAverageOfOne(t *testing.T) {
 	}
 }
 
-// cloneProgress deep-copies p (SaveProgress hands over live tensors).
+// cloneProgress deep-copies p's tensors (SaveProgress hands over live
+// ones); its Adam states are copies already (Adam.State).
 func cloneProgress(p *DistillProgress) *DistillProgress {
 	c := *p
 	cl := func(t *tensor.Tensor[float32]) *tensor.Tensor[float32] {
@@ -345,21 +346,6 @@ func cloneProgress(p *DistillProgress) *DistillProgress {
 		return t.Clone()
 	}
 	c.X, c.Velocity, c.Logits, c.LogitVelocity = cl(p.X), cl(p.Velocity), cl(p.Logits), cl(p.LogitVelocity)
-	c.ImageAdam, c.LabelAdam = (&nn.Adam[float32]{}).State(), (&nn.Adam[float32]{}).State()
-	if p.ImageAdam.Steps > 0 {
-		a := nn.NewAdam[float32](1)
-		if err := a.SetState(p.ImageAdam); err != nil {
-			panic(err)
-		}
-		c.ImageAdam = a.State()
-	}
-	if p.LabelAdam.Steps > 0 {
-		a := nn.NewAdam[float32](1)
-		if err := a.SetState(p.LabelAdam); err != nil {
-			panic(err)
-		}
-		c.LabelAdam = a.State()
-	}
 	return &c
 }
 

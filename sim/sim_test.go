@@ -111,6 +111,21 @@ func TestEndToEndWritesOutputs(t *testing.T) {
 	}
 }
 
+// sameFile reports whether file name holds the same bytes in folders a
+// and b (it fails the test if either is missing).
+func sameFile(t *testing.T, a, b, name string) bool {
+	t.Helper()
+	fa, err := os.ReadFile(filepath.Join(a, name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	fb, err := os.ReadFile(filepath.Join(b, name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return bytes.Equal(fa, fb)
+}
+
 func TestSameSeedSameMetrics(t *testing.T) {
 	a, b := t.TempDir(), t.TempDir()
 	run(t, tiny(t, a), Options{})
@@ -168,9 +183,7 @@ func TestResumeEqualsUninterrupted(t *testing.T) {
 			if a, b := metricsWithoutWall(t, full), metricsWithoutWall(t, part); a != b {
 				t.Fatalf("resumed run differs:\n%s\n%s", a, b)
 			}
-			ga, _ := os.ReadFile(filepath.Join(full, GlobalFile))
-			gb, _ := os.ReadFile(filepath.Join(part, GlobalFile))
-			if !bytes.Equal(ga, gb) {
+			if !sameFile(t, full, part, GlobalFile) {
 				t.Fatal("resumed run ends with different weights")
 			}
 			if strings.HasPrefix(strategy, "dynafed") {
@@ -408,9 +421,7 @@ func TestResumeWithinServerDistillation(t *testing.T) {
 			if a, b := metricsWithoutWall(t, full), metricsWithoutWall(t, part); a != b {
 				t.Fatalf("resumed run differs:\n%s\n%s", a, b)
 			}
-			ga, _ := os.ReadFile(filepath.Join(full, ServerSetFile))
-			gb, _ := os.ReadFile(filepath.Join(part, ServerSetFile))
-			if !bytes.Equal(ga, gb) {
+			if !sameFile(t, full, part, ServerSetFile) {
 				t.Fatal("the resumed run made another server set")
 			}
 			if _, err := os.Stat(filepath.Join(part, ServerProgressFile)); !errors.Is(err, fs.ErrNotExist) {
