@@ -1,11 +1,13 @@
 // Package client is the federated client role: it holds one partition of a
 // data set and answers the server's tasks — local training (FedAvg,
-// FedProx) or local distillation (DM or DSA gradient matching, one-shot
-// from fresh random networks or around the current global model as in
-// FedDM). It also defines the protocol types (Task, Result) both roles
+// FedProx) or local distillation (its own DM or DSA gradient-matching
+// loops, optionally differentially private, or any method of package
+// distill that CheckMethod accepts, run jointly; one-shot from fresh random
+// networks or around the current global model as in FedDM). It also defines the protocol types (Task, Result) both roles
 // speak; their wire form is in package federation.
 //
-// A client keeps nothing between tasks: every task carries what it needs
+// A client keeps nothing between tasks but its privacy accountant (the
+// budget its private releases have spent): every task carries what it needs
 // (the global weights if the strategy uses them), and every random draw of
 // a task comes from the task's Seed, so a result depends only on the task
 // and the client's data.

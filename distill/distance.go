@@ -1,9 +1,13 @@
 // Package distill is fedsim's dataset-distillation core.
 //
-// A Distiller (New) runs one method of the survey on a real data set:
-// the coreset baselines (random real images, herding and k-center greedy
-// in a trained ConvNet's feature space), distribution matching (DM) and
-// gradient matching (DC, DSA). Its state can be saved between iterations
+// A Distiller (New) runs one method of the survey (Methods lists them) on a
+// real data set: the coreset baselines (random real images, herding and
+// k-center greedy in a trained ConvNet's feature space), gradient matching
+// (DC, DSA, with DCC's and IDC's options), distribution matching (DM,
+// CAFE), trajectory matching (MTT, FTD, TESLA), kernel and
+// meta-learning methods (KIP, RFAD, FRePo, DD, SLDD, LD), factorized sets
+// (LinBa, IDC, HaBa, KFS) and generative ones (GTN, IT-GAN); DM and DC
+// also have differentially private variants. Its state can be saved between iterations
 // (Checkpoint) and a run continued exactly (Restore; Run does both), because
 // every random draw of iteration it derives from (seed, it).
 //

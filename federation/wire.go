@@ -1,7 +1,7 @@
 // Package federation moves the protocol's messages between the server and
 // the clients: the wire format (this file), the Transport interface, and
 // the client endpoint that answers task frames. Adapters live in
-// subpackages (federation/inproc: in-process).
+// subpackages (federation/inproc: in-process; federation/rpc: gRPC).
 //
 // # Wire format (version 1)
 //
@@ -30,8 +30,11 @@
 // follow as float32 arrays named "w/" + the parameter's PyTorch-style name,
 // in the model's order; a synthetic set is "syn/x" float32 (N, C, H, W) in
 // the data set's normalized space, "syn/y" int64 (N) and "syn/counts"
-// int64 (K), the real samples per class it stands for. A snapshot holds
-// several sets, "syn/<client>/x" etc.
+// int64 (K), the real samples per class it stands for, and optionally
+// "syn/soft" float32 (N, K), learned soft labels (one target distribution
+// per image). A snapshot holds several
+// sets, "syn/<client>/x" etc. and the server's own as "syn/server/x" etc.,
+// and the recorded global trajectory, point k's weights as "traj/k/w/…".
 //
 // The byte counts of the simulator (upload_bytes, download_bytes) are the
 // lengths of these frames: exactly what a socket would carry.

@@ -17,8 +17,8 @@
 // that says which check failed, and the receiver counts the rejection by
 // reason (Stats) and keeps serving.
 //
-// Which worker hosts which client is the business of a Directory: the
-// cluster package implements it with memberlist; StaticDirectory serves
+// Which worker hosts which client is the business of a Directory: package
+// federation/membership implements it with memberlist; StaticDirectory serves
 // tests and fixed deployments. Only this package imports grpc.
 package rpc
 

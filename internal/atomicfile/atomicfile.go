@@ -3,7 +3,8 @@
 // file in the same folder, is synced, renamed over the target, and the
 // folder is synced so the rename survives a crash. Every file fedsim writes
 // (synthetic sets, checkpoints, weights, metrics summaries, images) goes
-// through here.
+// through here, except the lines appended to metrics.jsonl (sim rewrites
+// that file from the round checkpoint on resume) and CPU profiles.
 package atomicfile
 
 import (

@@ -3,13 +3,16 @@
 // axpy-style updates, fills, weighted row sums, 2×2 average pooling and
 // the Winograd input transform.
 //
-// Every kernel but the last has a portable Go reference (the *Go
-// functions, which the tests compare against). On amd64 the bulk of each
-// slice runs in assembly, AVX-512 when the CPU has AVX-512F and AVX2+FMA
-// otherwise (chosen once at start-up); the few trailing elements that do
-// not fill a vector run in Go. The noasm build tag and other architectures
-// use Go only. The Winograd input transform is AVX-512 only; callers ask
-// WinogradInputOK and otherwise run their own Go loop (package tensor's).
+// Every kernel but WeightedRows and the Winograd input transform has a
+// portable Go reference (the *Go functions, which the tests compare
+// against). On amd64 the bulk of each slice runs in assembly, AVX-512 when
+// the CPU has AVX-512F and AVX2+FMA otherwise (chosen once at start-up);
+// the few trailing elements that do not fill a vector run in Go. The noasm
+// build tag and other architectures use Go only. Two kernels have
+// AVX-512 assembly only: WeightedRows falls back to one Affine or Axpy
+// pass per row (its test checks it bit for bit against that sum), and for
+// the Winograd input transform callers ask WinogradInputOK and otherwise
+// run their own Go loop (package tensor's).
 //
 // Sums are accumulated in float64 (the float32 values are widened with
 // VCVTPS2PD), so they agree with the Go references up to the order of
