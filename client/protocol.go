@@ -3,8 +3,9 @@
 // FedProx) or local distillation (its own DM or DSA gradient-matching
 // loops, optionally differentially private, or any method of package
 // distill that CheckMethod accepts, run jointly; one-shot from fresh random
-// networks or around the current global model as in FedDM). It also defines the protocol types (Task, Result) both roles
-// speak; their wire form is in package federation.
+// networks or around the current global model as in FedDM). It also
+// defines the protocol types (Task, Result) both roles speak; their wire
+// form is in package federation.
 //
 // A client keeps nothing between tasks but its privacy accountant (the
 // budget its private releases have spent): every task carries what it needs

@@ -7,9 +7,10 @@
 // CAFE), trajectory matching (MTT, FTD, TESLA), kernel and
 // meta-learning methods (KIP, RFAD, FRePo, DD, SLDD, LD), factorized sets
 // (LinBa, IDC, HaBa, KFS) and generative ones (GTN, IT-GAN); DM and DC
-// also have differentially private variants. Its state can be saved between iterations
-// (Checkpoint) and a run continued exactly (Restore; Run does both), because
-// every random draw of iteration it derives from (seed, it).
+// also have differentially private variants. Its state can be saved
+// between iterations (Checkpoint) and a run continued exactly (Restore; Run
+// does both), because every random draw of iteration it derives from
+// (seed, it).
 //
 // The result is a SyntheticSet, written as synthetic.npz (DESIGN.md's
 // contract) and drawn as a PNG grid; Evaluate applies the papers'

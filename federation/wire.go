@@ -32,9 +32,9 @@
 // the data set's normalized space, "syn/y" int64 (N) and "syn/counts"
 // int64 (K), the real samples per class it stands for, and optionally
 // "syn/soft" float32 (N, K), learned soft labels (one target distribution
-// per image). A snapshot holds several
-// sets, "syn/<client>/x" etc. and the server's own as "syn/server/x" etc.,
-// and the recorded global trajectory, point k's weights as "traj/k/w/…".
+// per image). A snapshot holds several sets, "syn/<client>/x" etc., the
+// server's own as "syn/server/x" etc., and the recorded global trajectory,
+// point k's weights as "traj/k/w/…".
 //
 // The byte counts of the simulator (upload_bytes, download_bytes) are the
 // lengths of these frames: exactly what a socket would carry.
