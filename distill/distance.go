@@ -6,7 +6,7 @@
 // (DC, DSA, with DCC's and IDC's options), distribution matching (DM,
 // CAFE), trajectory matching (MTT, FTD, TESLA), kernel and
 // meta-learning methods (KIP, RFAD, FRePo, DD, SLDD, LD), factorized sets
-// (LinBa, IDC, HaBa, KFS) and generative ones (GTN, IT-GAN); DM and DC
+// (LinBa, IDC, HaBa, KFS) and generative ones (GTN, IT-GAN); DM, DC and DSA
 // also have differentially private variants. Its state can be saved
 // between iterations (Checkpoint) and a run continued exactly (Restore; Run
 // does both), because every random draw of iteration it derives from
