@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Evaluates a long distillation between its own periodic evaluations: copies
+# the run's resumable checkpoint (OUT/checkpoint.npz, which holds the
+# synthetic set x, y, mean, std and the next iteration) into
+# OUT/snapshots/iterN.npz without the optimizer state, then scores it with
+# `fedsim eval` under the method's protocol into OUT/snapshots/iterN_eval.json.
+# The run may keep going meanwhile: the checkpoint is replaced atomically.
+#
+# Usage: snapshot_eval.sh OUT [EVAL_RUNS] [EVAL_EPOCHS]
+#   EVAL_RUNS models (5), EVAL_EPOCHS each (1000: the DSA/DM/MTT evaluation).
+# Environment: THREADS (1: GOMAXPROCS), FEDSIM_BIN (bin/fedsim, built unless
+# SKIP_BUILD=1), PYTHON (/usr/bin/python3, with numpy).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+out=${1:?usage: snapshot_eval.sh OUT [EVAL_RUNS] [EVAL_EPOCHS]}
+runs=${2:-5}
+epochs=${3:-1000}
+bin=${FEDSIM_BIN:-bin/fedsim}
+py=${PYTHON:-/usr/bin/python3}
+[ -f "$out/checkpoint.npz" ] || { echo "snapshot_eval.sh: no checkpoint in $out (is it a fedsim distill --out folder?)" >&2; exit 2; }
+[ "${SKIP_BUILD:-0}" = 1 ] || go build -o "$bin" ./cmd/fedsim
+mkdir -p "$out/snapshots"
+tmp=$(mktemp "$out/snapshots/.snapshot.XXXXXX.npz")
+trap 'rm -f "$tmp"' EXIT
+iter=$("$py" - "$out/checkpoint.npz" "$tmp" <<'EOF'
+import sys
+import numpy as np
+ck = np.load(sys.argv[1])
+keep = {k: ck[k] for k in ("x", "y", "mean", "std", "next")}
+with open(sys.argv[2], "wb") as f:
+    np.savez(f, **keep)
+print(int(keep["next"][0]))
+EOF
+)
+snap="$out/snapshots/iter$iter.npz"
+mv "$tmp" "$snap"
+echo "snapshot_eval.sh: $snap (the set after $iter iterations)" >&2
+GOMAXPROCS=${THREADS:-1} "$bin" eval --synthetic "$snap" --eval-runs "$runs" --eval-epochs "$epochs" \
+	--json --quiet >"$out/snapshots/iter${iter}_eval.json.tmp"
+mv "$out/snapshots/iter${iter}_eval.json.tmp" "$out/snapshots/iter${iter}_eval.json"
+cat "$out/snapshots/iter${iter}_eval.json"
