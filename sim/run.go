@@ -318,7 +318,7 @@ func Run(ctx context.Context, cfg Config, opt Options) (*Summary, error) {
 			}
 			if p.Key != key {
 				if opt.Observer.Note != nil {
-					opt.Observer.Note(fmt.Sprintf("%s was saved by another distillation (other settings or another trajectory); distilling afresh", progressPath))
+					opt.Observer.Note(fmt.Sprintf("%s was saved by another distillation (other settings, or rounds that came out otherwise, as they do when a run is resumed at another GOMAXPROCS than it started with); distilling afresh", progressPath))
 				}
 				return nil, nil
 			}
