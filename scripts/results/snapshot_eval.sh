@@ -21,7 +21,8 @@ py=${PYTHON:-/usr/bin/python3}
 [ "${SKIP_BUILD:-0}" = 1 ] || go build -o "$bin" ./cmd/fedsim
 mkdir -p "$out/snapshots"
 tmp=$(mktemp "$out/snapshots/.snapshot.XXXXXX.npz")
-trap 'rm -f "$tmp"' EXIT
+evaltmp=$tmp.json
+trap 'rm -f "$tmp" "$evaltmp"' EXIT
 iter=$("$py" - "$out/checkpoint.npz" "$tmp" <<'EOF'
 import sys
 import numpy as np
@@ -36,6 +37,6 @@ snap="$out/snapshots/iter$iter.npz"
 mv "$tmp" "$snap"
 echo "snapshot_eval.sh: $snap (the set after $iter iterations)" >&2
 GOMAXPROCS=${THREADS:-1} "$bin" eval --synthetic "$snap" --eval-runs "$runs" --eval-epochs "$epochs" \
-	--json --quiet >"$out/snapshots/iter${iter}_eval.json.tmp"
-mv "$out/snapshots/iter${iter}_eval.json.tmp" "$out/snapshots/iter${iter}_eval.json"
+	--json --quiet >"$evaltmp"
+mv "$evaltmp" "$out/snapshots/iter${iter}_eval.json"
 cat "$out/snapshots/iter${iter}_eval.json"
