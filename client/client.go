@@ -88,8 +88,8 @@ func (c *Client) newModel(t *Task) (nn.Model[float32], error) {
 	return m, nil
 }
 
-// train runs t.Epochs of local SGD from the global weights; with Mu > 0
-// the loss has FedProx's proximal term μ/2‖w − w_global‖².
+// train runs t.Epochs of local SGD (or Adam) from the global weights;
+// with Mu > 0 the loss has FedProx's proximal term μ/2‖w − w_global‖².
 func (c *Client) train(ctx context.Context, t *Task) (*Result, error) {
 	if t.Global == nil {
 		return nil, errors.New("a training task needs the global weights")
@@ -97,11 +97,19 @@ func (c *Client) train(ctx context.Context, t *Task) (*Result, error) {
 	if t.Epochs < 1 || t.BatchSize < 1 || !(t.LR > 0) || t.Mu < 0 {
 		return nil, fmt.Errorf("bad training settings: epochs %d, batch %d, lr %g, mu %g", t.Epochs, t.BatchSize, t.LR, t.Mu)
 	}
+	var opt nn.Optimizer[float32]
+	switch t.Optimizer {
+	case "", OptimSGD:
+		opt = &nn.SGD[float32]{LR: t.LR, Momentum: t.Momentum}
+	case OptimAdam:
+		opt = nn.NewAdam[float32](t.LR)
+	default:
+		return nil, fmt.Errorf("bad training settings: optimizer %q (want %s or %s)", t.Optimizer, OptimSGD, OptimAdam)
+	}
 	m, err := c.newModel(t)
 	if err != nil {
 		return nil, err
 	}
-	var opt nn.Optimizer[float32] = &nn.SGD[float32]{LR: t.LR, Momentum: t.Momentum}
 	if t.Mu > 0 {
 		opt = &proxOptimizer{Optimizer: opt, mu: float32(t.Mu), anchor: t.Global.Tensors[:len(m.Params())]}
 	}

@@ -76,6 +76,7 @@ func TestTrainAndFailures(t *testing.T) {
 		want string
 	}{
 		{func(t *Task) { t.Client = 5 }, "addressed to client 5"},
+		{func(t *Task) { t.Optimizer = "adagrad" }, `optimizer "adagrad" (want sgd or adam)`},
 		{func(t *Task) { t.Kind = "sing" }, "unknown task kind"},
 		{func(t *Task) { t.Global = nil }, "needs the global weights"},
 		{func(t *Task) { t.Model = "convnet-w8" }, "shape"},
@@ -94,6 +95,36 @@ func TestTrainAndFailures(t *testing.T) {
 		if r.Status != StatusFailed || !strings.Contains(r.Error, c2.want) {
 			t.Errorf("want a failure mentioning %q, got %+v", c2.want, r)
 		}
+	}
+}
+
+// TestTrainAdam checks that a training task with Optimizer adam takes
+// Adam's steps: the result equals nn.Train with PyTorch-default Adam from
+// the global weights, and differs from SGD's.
+func TestTrainAdam(t *testing.T) {
+	c := testClient(t)
+	m, _ := nn.New[float32]("convnet-w4", []int{1, 8, 8}, 3, tensor.NewRNG(2, 0))
+	g := WeightsOf(m)
+	task := &Task{Round: 1, Client: 4, Kind: KindTrain, Seed: 1, Model: "convnet-w4", Dataset: "mnist",
+		Epochs: 2, BatchSize: 4, LR: 0.001, Momentum: 0.9, Optimizer: OptimAdam, Global: g}
+	r := c.Handle(context.Background(), task)
+	if r.Status != StatusOK {
+		t.Fatal(r.Error)
+	}
+	want, _ := nn.New[float32]("convnet-w4", []int{1, 8, 8}, 3, tensor.NewRNG(2, 0))
+	tc := nn.TrainConfig[float32]{Epochs: 2, BatchSize: 4, Optimizer: nn.NewAdam[float32](0.001), Seed: 1, Context: context.Background()}
+	if err := nn.Train(want, c.Data, tc, nil); err != nil {
+		t.Fatal(err)
+	}
+	for i, p := range want.Params() {
+		if !slices.Equal(r.Weights.Tensors[i].Data, p.Data) {
+			t.Fatalf("parameter %d differs from nn.Train with Adam", i)
+		}
+	}
+	sgd := *task
+	sgd.Optimizer = OptimSGD
+	if rs := c.Handle(context.Background(), &sgd); rs.Status != StatusOK || slices.Equal(rs.Weights.Tensors[0].Data, r.Weights.Tensors[0].Data) {
+		t.Fatalf("SGD and Adam gave the same weights (or SGD failed: %s)", rs.Error)
 	}
 }
 

@@ -87,7 +87,10 @@ type Task struct {
 	Epochs    int     `json:"epochs,omitempty"`
 	BatchSize int     `json:"batch_size,omitempty"`
 	LR        float64 `json:"lr,omitempty"`
-	Momentum  float64 `json:"momentum,omitempty"`
+	Momentum  float64 `json:"momentum,omitempty"` // SGD only
+	// Optimizer is OptimSGD (with Momentum) or OptimAdam (PyTorch's
+	// defaults); "" is OptimSGD.
+	Optimizer string `json:"optimizer,omitempty"`
 	// Mu is FedProx's proximal coefficient (0: FedAvg).
 	Mu float64 `json:"mu,omitempty"`
 
@@ -120,6 +123,12 @@ type Task struct {
 	// need them).
 	Global *Weights `json:"-"`
 }
+
+// Local optimizers of a training task (Task.Optimizer).
+const (
+	OptimSGD  = "sgd"
+	OptimAdam = "adam"
+)
 
 // Initialisations of a distillation task's synthetic images (Task.Init).
 const (

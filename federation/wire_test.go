@@ -35,7 +35,7 @@ func testResult() *client.Result {
 
 func TestTaskRoundTrip(t *testing.T) {
 	task := &client.Task{Round: 2, Client: 5, Kind: client.KindTrain, Seed: 1<<63 + 5, Model: "convnet-w8", Dataset: "mnist",
-		Epochs: 2, BatchSize: 32, LR: 0.01, Momentum: 0.9, Mu: 0.1, Global: testWeights()}
+		Epochs: 2, BatchSize: 32, LR: 0.01, Momentum: 0.9, Optimizer: client.OptimAdam, Mu: 0.1, Global: testWeights()}
 	b, err := EncodeTask(task)
 	if err != nil {
 		t.Fatal(err)

@@ -20,7 +20,10 @@ type FedAvg struct {
 	Epochs    int
 	BatchSize int
 	LR        float64
-	Momentum  float64
+	Momentum  float64 // SGD only
+	// Optimizer is the clients' local optimizer (client.OptimSGD or
+	// client.OptimAdam; "": SGD).
+	Optimizer string
 	Mu        float64
 	// DP, if set, is client-level differential privacy (dp.go).
 	DP *DPFedAvg
@@ -40,7 +43,7 @@ func (f *FedAvg) Eligible(*State, int) bool { return true }
 // Task implements Strategy.
 func (f *FedAvg) Task(_ *State, global nn.Model[float32]) *client.Task {
 	return &client.Task{Kind: client.KindTrain, Epochs: f.Epochs, BatchSize: f.BatchSize, LR: f.LR,
-		Momentum: f.Momentum, Mu: f.Mu, Global: client.WeightsOf(global)}
+		Momentum: f.Momentum, Optimizer: f.Optimizer, Mu: f.Mu, Global: client.WeightsOf(global)}
 }
 
 // Aggregate implements Strategy: w ← Σ_i n_i w_i / Σ_i n_i, accumulated in

@@ -70,7 +70,12 @@ type Config struct {
 	LocalEpochs int     `yaml:"local_epochs" json:"local_epochs"`
 	LocalBatch  int     `yaml:"local_batch" json:"local_batch"`
 	LocalLR     float64 `yaml:"local_lr" json:"local_lr"`
-	Mu          float64 `yaml:"mu" json:"mu"`
+	// LocalOptim is the clients' local optimizer: sgd (momentum 0.9) or
+	// adam (PyTorch's defaults; the DynaFed authors' clients use it at lr
+	// 0.001). "" is sgd, the default, so that checkpoints written before
+	// the option existed still resume.
+	LocalOptim string  `yaml:"local_optim" json:"local_optim,omitempty"`
+	Mu         float64 `yaml:"mu" json:"mu"`
 
 	// ServerSteps is the number of SGD steps per round of the server's
 	// training on the synthetic union (distillation strategies).
@@ -318,6 +323,9 @@ func (c Config) Resolve() (Config, error) {
 	}
 	if !(c.LocalLR > 0) || math.IsInf(c.LocalLR, 0) {
 		bad("local_lr %g: want a positive number", c.LocalLR)
+	}
+	if o := c.LocalOptim; o != "" && o != client.OptimSGD && o != client.OptimAdam {
+		bad("local_optim %q: want %s or %s", o, client.OptimSGD, client.OptimAdam)
 	}
 	if !(c.Mu >= 0) || math.IsInf(c.Mu, 0) {
 		bad("mu %g: want a non-negative number", c.Mu)

@@ -448,7 +448,7 @@ func Run(ctx context.Context, cfg Config, opt Options) (*Summary, error) {
 func strategyOf(cfg Config) server.Strategy {
 	switch cfg.Strategy {
 	case "fedavg", "fedprox":
-		f := &server.FedAvg{Epochs: cfg.LocalEpochs, BatchSize: cfg.LocalBatch, LR: cfg.LocalLR, Momentum: 0.9}
+		f := &server.FedAvg{Epochs: cfg.LocalEpochs, BatchSize: cfg.LocalBatch, LR: cfg.LocalLR, Momentum: 0.9, Optimizer: cfg.LocalOptim}
 		if cfg.Strategy == "fedprox" {
 			f.Mu = cfg.Mu
 		}

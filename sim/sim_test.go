@@ -292,6 +292,7 @@ func TestConfigErrors(t *testing.T) {
 		{func(c *Config) { c.Strategy = "dynafed" }, "use distill none"},
 		{func(c *Config) { c.ServerTM, c.ServerTMRounds, c.ServerTMSpan = true, 1, 2 }, "server_tm_rounds 1 and server_tm_span 2"},
 		{func(c *Config) { c.ServerTM, c.ServerTMImgOptim = true, "rmsprop" }, `server_tm_img_optim "rmsprop": want sgd or adam`},
+		{func(c *Config) { c.LocalOptim = "rmsprop" }, `local_optim "rmsprop": want sgd or adam`},
 		{func(c *Config) { c.ServerTM, c.ServerTMAverage = true, 3 }, "server_tm_average 3: want 0 (off) to server_tm_span 2"},
 		{func(c *Config) { c.ServerTM, c.ServerTMLRImg = true, -1 }, "server_tm_lr_img -1"},
 		{func(c *Config) { c.Distill, c.Strategy = "none", "oneshot" }, "needs distillation"},

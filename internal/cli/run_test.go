@@ -27,6 +27,7 @@ func TestRunFlagErrors(t *testing.T) {
 		{[]string{"--strategy", "dynafed"}, "use distill none"},
 		{[]string{"--server-tm", "--server-tm-span", "9"}, "server_tm_rounds 5 and server_tm_span 9"},
 		{[]string{"--server-tm", "--server-tm-img-optim", "Adam"}, `server_tm_img_optim "Adam": want sgd or adam`},
+		{[]string{"--local-optim", "Adam"}, `local_optim "Adam": want sgd or adam`},
 		{[]string{"--server-tm", "--server-tm-average", "-1"}, "server_tm_average -1: want 0 (off) to server_tm_span 2"},
 		{[]string{"--config", badKey}, "rouns"},
 		{[]string{"--config", filepath.Join(dir, "missing.yaml")}, "missing.yaml"},

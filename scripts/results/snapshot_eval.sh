@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # Evaluates a long distillation between its own periodic evaluations: copies
 # the run's resumable checkpoint (OUT/checkpoint.npz, which holds the
-# synthetic set x, y, mean, std and the next iteration) into
-# OUT/snapshots/iterN.npz without the optimizer state, then scores it with
+# synthetic set x, y, mean, std, the next iteration, the images' momentum and
+# the configuration) into OUT/snapshots/iterN.npz, then scores it with
 # `fedsim eval` under the method's protocol into OUT/snapshots/iterN_eval.json.
 # The run may keep going meanwhile: the checkpoint is replaced atomically.
+# The snapshot is a whole checkpoint, so a committed one outlives the
+# machine: copied back to OUT/checkpoint.npz it continues the run exactly.
 #
 # Usage: snapshot_eval.sh OUT [EVAL_RUNS] [EVAL_EPOCHS]
 #   EVAL_RUNS models (5), EVAL_EPOCHS each (1000: the DSA/DM/MTT evaluation).
@@ -26,11 +28,12 @@ trap 'rm -f "$tmp" "$evaltmp"' EXIT
 iter=$("$py" - "$out/checkpoint.npz" "$tmp" <<'EOF'
 import sys
 import numpy as np
-ck = np.load(sys.argv[1])
-keep = {k: ck[k] for k in ("x", "y", "mean", "std", "next")}
+with open(sys.argv[1], "rb") as f:
+    raw = f.read()  # one read: the run may replace the file meanwhile
 with open(sys.argv[2], "wb") as f:
-    np.savez(f, **keep)
-print(int(keep["next"][0]))
+    f.write(raw)
+import io
+print(int(np.load(io.BytesIO(raw))["next"][0]))
 EOF
 )
 snap="$out/snapshots/iter$iter.npz"
