@@ -16,10 +16,13 @@
 # OUT (results/distill/fmnist-dsa-ipc10-full-s$SEED),
 # FEDSIM_BIN (bin/fedsim-dsalong; built unless SKIP_BUILD=1).
 #
-# Cost: about 3 min per iteration at one thread beside other jobs (about
-# 50 hours of one core for 1000; 85 s at two threads), so the run goes on
-# across sessions; each evaluation trains EVAL_RUNS ConvNets for 1000
-# epochs on 100 images. --resume starts afresh when there is no checkpoint.
+# Cost: about 82 s per iteration at one thread beside one other job (3 min
+# with three jobs on two cores), so 1000 iterations are about 24 hours of
+# one core and the run goes on across sessions; each evaluation trains
+# EVAL_RUNS ConvNets for 1000 epochs on 100 images. --resume starts afresh
+# when there is no checkpoint. The checkpoint is not committed:
+# snapshot_eval.sh copies it whole into OUT/snapshots/, and a committed
+# snapshot copied back to OUT/checkpoint.npz continues the run exactly.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 THREADS=${THREADS:-1}

@@ -37,7 +37,7 @@ print(int(np.load(io.BytesIO(raw))["next"][0]))
 EOF
 )
 snap="$out/snapshots/iter$iter.npz"
-mv "$tmp" "$snap"
+chmod 0644 "$tmp" && mv "$tmp" "$snap" # mktemp made it private
 echo "snapshot_eval.sh: $snap (the set after $iter iterations)" >&2
 GOMAXPROCS=${THREADS:-1} "$bin" eval --synthetic "$snap" --eval-runs "$runs" --eval-epochs "$epochs" \
 	--json --quiet >"$evaltmp"
