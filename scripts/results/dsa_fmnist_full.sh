@@ -17,7 +17,7 @@
 # FEDSIM_BIN (bin/fedsim-dsalong; built unless SKIP_BUILD=1).
 #
 # Cost: about 82 s per iteration at one thread beside one other job (3 min
-# with three jobs on two cores), so 1000 iterations are about 24 hours of
+# with three jobs on two cores), so 1000 iterations are about 23 hours of
 # one core and the run goes on across sessions; each evaluation trains
 # EVAL_RUNS ConvNets for 1000 epochs on 100 images. --resume starts afresh
 # when there is no checkpoint. The checkpoint is not committed:
