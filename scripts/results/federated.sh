@@ -32,7 +32,8 @@
 #             of 300 (dynafed-3000; hours per run: use RESUME=1 to continue)
 #   dynafed-r200  the authors' round budget: FedAvg (fedavg) and the preset
 #             (dynafed) for 200 rounds instead of 30; its gains are over its own
-#             FedAvg runs. About 40 and 70 min per run at one thread
+#             FedAvg runs. About 18 and 35 min per run at one thread beside
+#             another job
 #   dynafed-adamclients  the authors' clients: FedAvg (fedavg) and the preset
 #             (dynafed) with local Adam at 0.001 (--local-optim adam --local-lr
 #             0.001, pipilurj/DynaFed's client optimizer) instead of SGD at 0.01
