@@ -25,17 +25,8 @@ mkdir -p "$out/snapshots"
 tmp=$(mktemp "$out/snapshots/.snapshot.XXXXXX.npz")
 evaltmp=$tmp.json
 trap 'rm -f "$tmp" "$evaltmp"' EXIT
-iter=$("$py" - "$out/checkpoint.npz" "$tmp" <<'EOF'
-import sys
-import numpy as np
-with open(sys.argv[1], "rb") as f:
-    raw = f.read()  # one read: the run may replace the file meanwhile
-with open(sys.argv[2], "wb") as f:
-    f.write(raw)
-import io
-print(int(np.load(io.BytesIO(raw))["next"][0]))
-EOF
-)
+cp "$out/checkpoint.npz" "$tmp" # one open file: the run replaces it by rename
+iter=$("$py" -c 'import sys, numpy as np; print(int(np.load(sys.argv[1])["next"][0]))' "$tmp")
 snap="$out/snapshots/iter$iter.npz"
 chmod 0644 "$tmp" && mv "$tmp" "$snap" # mktemp made it private
 echo "snapshot_eval.sh: $snap (the set after $iter iterations)" >&2
